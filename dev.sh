@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: creates .venv, installs the project with its extras
+# (again only when pyproject.toml changed), then runs the demo or the checks and tests.
+#   ./dev.sh demo [ARGS...]   the embedded default: ccc-bridge demo
+#   ./dev.sh test [PYTEST ARGS...]   ruff, mypy strict, then the test suite
+#   ./dev.sh run ARGS...      any ccc-bridge command inside the environment
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python_bin="${PYTHON:-python3}"
+venv=".venv"
+stamp="$venv/.installed"
+
+setup() {
+    if [ ! -x "$venv/bin/python" ]; then
+        "$python_bin" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+            || { echo "dev.sh: Python 3.11 or newer is required (set PYTHON=...)" >&2; exit 1; }
+        "$python_bin" -m venv "$venv"
+    fi
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[broker,test,dev,bench]"
+        echo "$want" > "$stamp"
+    fi
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    demo)
+        setup
+        exec "$venv/bin/ccc-bridge" demo "$@"
+        ;;
+    test)
+        setup
+        "$venv/bin/ruff" check .
+        "$venv/bin/ruff" format --check .
+        "$venv/bin/mypy"
+        exec "$venv/bin/pytest" "$@"
+        ;;
+    run)
+        setup
+        exec "$venv/bin/ccc-bridge" "$@"
+        ;;
+    *)
+        echo "usage: ./dev.sh demo|test|run [ARGS...]" >&2
+        exit 2
+        ;;
+esac

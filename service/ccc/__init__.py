@@ -1,0 +1,1 @@
+"""Async client for Alibaba Cloud Call Center, OpenAPI 2017-07-05."""

@@ -1,0 +1,267 @@
+"""Async client for every CCC 2017-07-05 action in the catalogue.
+
+One pooled aiohttp session with explicit timeouts; requests signed in one place; per-action
+client-side rate limits; retries with jittered exponential backoff that honour the
+server's retry-after hint and never repeat a side effect unless CCC provably did not act.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import structlog
+from aiolimiter import AsyncLimiter
+from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+from yarl import URL
+
+from service.ccc.catalog import (
+    API_VERSION,
+    ActionSpec,
+    Catalog,
+    CccRequest,
+    CccResponse,
+    load_catalog,
+)
+from service.ccc.errors import (
+    CccError,
+    CccThrottledError,
+    CccTimeoutError,
+    CccTransportError,
+    error_from_response,
+)
+from service.ccc.signing import authorize, percent_encode
+from service.settings import CccSettings, RetrySettings
+
+log = structlog.get_logger(__name__)
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+MAX_PAGE_SIZE = 100
+
+
+def should_retry(error: BaseException, *, read_only: bool) -> bool:
+    """Reads retry whatever may pass; side effects only where CCC provably did not act."""
+    if not isinstance(error, CccError):
+        return False
+    return error.retriable if read_only else error.safe_to_repeat
+
+
+class Backoff:
+    """Full-jitter exponential backoff, but never sooner than the server asked."""
+
+    def __init__(self, settings: RetrySettings) -> None:
+        self._jitter = wait_random_exponential(
+            multiplier=settings.backoff_initial_s, max=settings.backoff_max_s
+        )
+
+    def __call__(self, state: RetryCallState) -> float:
+        delay = self._jitter(state)
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, CccThrottledError) and error.retry_after is not None:
+            return max(delay, error.retry_after)
+        return delay
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait: `x-acs-retry-after` is in milliseconds, `Retry-After` in seconds."""
+    for name, scale in (("x-acs-retry-after", 1000.0), ("Retry-After", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                seconds = float(value) / scale
+            except ValueError:
+                continue
+            if seconds > 0:
+                return seconds
+    return None
+
+
+def _form(params: Mapping[str, str]) -> str:
+    return "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items())
+
+
+class CccClient:
+    def __init__(self, settings: CccSettings, *, catalog: Catalog | None = None) -> None:
+        self._settings = settings
+        self._catalog = catalog or load_catalog()
+        self._credentials = settings.credentials()
+        self._url = settings.url + "/"
+        self._limiters: dict[str, AsyncLimiter] = {}
+        self._backoff = Backoff(settings.retry)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                connect=self._settings.connect_timeout_s,
+                sock_read=self._settings.read_timeout_s,
+            )
+            connector = aiohttp.TCPConnector(limit=self._settings.max_connections)
+            self._session = aiohttp.ClientSession(
+                timeout=timeout, connector=connector, headers={"User-Agent": "ccc-bridge"}
+            )
+        return self._session
+
+    def _limiter(self, action: str) -> AsyncLimiter | None:
+        limits = self._settings.rate_limits
+        rate = limits.per_action.get(action, limits.default_per_s)
+        if rate is None:
+            return None
+        limiter = self._limiters.get(action)
+        if limiter is None:
+            limiter = self._limiters[action] = AsyncLimiter(rate, 1.0)
+        return limiter
+
+    async def call(
+        self, action: str, params: Mapping[str, Any] | CccRequest | None = None
+    ) -> CccResponse:
+        """Call one action. `params` takes snake_case or wire names, or a request model."""
+        spec = self._catalog[action]
+        wire = spec.to_wire(spec.request(params))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._settings.retry.max_attempts),
+            wait=self._backoff,
+            retry=retry_if_exception(lambda e: should_retry(e, read_only=spec.read_only)),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._send(spec, wire)
+        except CccError as error:
+            error.attempts = retrying.statistics["attempt_number"]
+            raise
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    async def pages(
+        self,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> AsyncIterator[CccResponse]:
+        """Every page of a paged list action, in order, until TotalCount is covered."""
+        spec = self._catalog[action]
+        if not spec.paged:
+            raise ValueError(f"{action} is not a paged action")
+        request = spec.request({**(params or {}), "PageNumber": 1, "PageSize": page_size})
+        number = 1
+        while True:
+            page = await self.call(action, request.model_copy(update={"page_number": number}))
+            yield page
+            total = (page.page() or (0, 0, 0))[0]
+            if number * page_size >= total or not page.items():
+                return
+            number += 1
+
+    async def iter_items(
+        self,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> AsyncIterator[Any]:
+        """The items of every page, wrappers peeled off."""
+        async for page in self.pages(action, params, page_size=page_size):
+            for item in page.items():
+                yield item
+
+    async def _send(self, spec: ActionSpec, wire: dict[str, str]) -> CccResponse:
+        limiter = self._limiter(spec.name)
+        if limiter is not None:
+            await limiter.acquire()
+        common = {"Action": spec.name, "Version": API_VERSION, "Format": "JSON"}
+        common |= authorize(
+            "POST",
+            common | wire,
+            self._credentials,
+            timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            nonce=uuid.uuid4().hex,
+        )
+        # Like Alibaba's Tea SDK: common parameters in the query, the API's in the form body.
+        url = URL(f"{self._url}?{_form(common)}", encoded=True)
+        status, headers, body = await self._post(spec.name, url, _form(wire))
+        return self._parse(spec, status, headers, body)
+
+    async def _post(self, action: str, url: URL, body: str) -> tuple[int, Mapping[str, str], bytes]:
+        try:
+            async with self._http().post(url, data=body.encode(), headers=FORM) as response:
+                return response.status, response.headers, await response.read()
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+            # The connection never opened: nothing reached CCC.
+            raise CccTransportError(_describe(error), action=action, sent=False) from error
+        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+            raise CccTimeoutError("no response in time", action=action) from error
+        except aiohttp.ClientError as error:
+            raise CccTransportError(_describe(error), action=action, sent=True) from error
+
+    def _parse(
+        self, spec: ActionSpec, status: int, headers: Mapping[str, str], body: bytes
+    ) -> CccResponse:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            snippet = body[:200].decode("utf-8", "replace")
+            raise CccTransportError(
+                f"HTTP {status} with a body that is not a JSON object: {snippet!r}",
+                action=spec.name,
+                sent=True,
+            )
+        if status != 200 or data.get("Success") is False:
+            raise error_from_response(spec.name, status, data, retry_after_seconds(headers))
+        try:
+            return spec.response_model.model_validate(data)
+        except ValidationError as error:
+            # CCC answered, so it may well have acted: never a reason to repeat a side effect.
+            raise CccTransportError(
+                f"response does not match the {spec.name} schema: {error}",
+                action=spec.name,
+                sent=True,
+            ) from error
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning(
+        "ccc_call_retry",
+        action=getattr(error, "action", None),
+        attempt=state.attempt_number,
+        error=str(error),
+        wait_s=round(state.upcoming_sleep, 3),
+    )

@@ -1,0 +1,58 @@
+"""Emulator configuration and its simulation clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+DEFAULT_ACCESS_KEY_ID = "emulator-access-key"
+# A published development credential: the emulator is for laptops and tests, never production.
+DEFAULT_ACCESS_KEY_SECRET = "emulator-access-secret"  # noqa: S105
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 picks a free port
+    region: str = "cn-shanghai"
+    instances: tuple[str, ...] = ("ccc-demo",)
+    agents: int = 10  # per instance
+    seed: int = 1
+    speed: float = 1.0  # simulated seconds per real second
+    # AccessKeyId -> AccessKeySecret
+    access_keys: dict[str, str] = field(
+        default_factory=lambda: {DEFAULT_ACCESS_KEY_ID: DEFAULT_ACCESS_KEY_SECRET}
+    )
+    # AccessKeyId -> SecurityToken: such a key is an STS key and needs its token
+    sts_tokens: dict[str, str] = field(default_factory=dict)
+    bearer_tokens: frozenset[str] = frozenset()
+    # inbound calls per simulated minute per instance, for every 10 agents
+    inbound_calls_per_minute: float = 6.0
+
+
+class SimClock:
+    """Simulated epoch time: runs `speed` times real time, and tests can jump it forward."""
+
+    def __init__(
+        self,
+        speed: float = 1.0,
+        *,
+        start_ms: int | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._speed = speed
+        self._monotonic = monotonic
+        self._origin_mono = monotonic()
+        self._origin_ms = int(wall() * 1000) if start_ms is None else start_ms
+        self._offset_ms = 0
+
+    def now_ms(self) -> int:
+        elapsed = self._monotonic() - self._origin_mono
+        return self._origin_ms + int(elapsed * self._speed * 1000) + self._offset_ms
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        self._offset_ms += int(seconds * 1000)

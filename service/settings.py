@@ -1,0 +1,218 @@
+"""The one settings model (PRODUCT.md section 2).
+
+Precedence, lowest to highest: built-in defaults, config/default.yaml, an optional
+`--config FILE`, secret files (a directory of files named like the env vars, as a Kubernetes
+secret mount gives), then environment variables `CCC_BRIDGE_<SECTION>__<FIELD>`.
+Only the composition root reads settings; nothing else looks at os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from service.ccc.catalog import load_catalog
+from service.ccc.signing import AccessKey, BearerToken, Credentials
+
+ENV_PREFIX = "CCC_BRIDGE_"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+DEFAULT_SECRETS_DIR = Path("/run/secrets/ccc-bridge")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrySettings(Section):
+    max_attempts: int = Field(4, ge=1, le=20)
+    backoff_initial_s: float = Field(0.1, gt=0)
+    backoff_max_s: float = Field(5.0, gt=0)
+
+
+class RateLimitSettings(Section):
+    """Client-side calls per second, so a burst never earns a throttle storm."""
+
+    default_per_s: float | None = Field(50.0, gt=0)
+    per_action: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_actions(self) -> Self:
+        catalog = load_catalog()
+        for action, rate in self.per_action.items():
+            if action not in catalog:
+                raise ValueError(f"per_action: {action!r} is not a CCC 2017-07-05 action")
+            if rate <= 0:
+                raise ValueError(f"per_action.{action}: must be a positive calls-per-second rate")
+        return self
+
+
+class CccSettings(Section):
+    endpoint: HttpUrl | None = None  # explicit URL; else https://ccc.<region>.aliyuncs.com
+    region: str = "cn-shanghai"
+    auth: Literal["access_key", "sts", "bearer"] = "access_key"
+    access_key_id: str | None = None
+    access_key_secret: SecretStr | None = None
+    security_token: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+    instances: list[str] = Field(default_factory=list)
+    connect_timeout_s: float = Field(3.0, gt=0)
+    read_timeout_s: float = Field(10.0, gt=0)
+    max_connections: int = Field(64, ge=1)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+
+    @model_validator(mode="after")
+    def _credentials_fit_auth(self) -> Self:
+        needed = {
+            "access_key": ("access_key_id", "access_key_secret"),
+            "sts": ("access_key_id", "access_key_secret", "security_token"),
+            "bearer": ("bearer_token",),
+        }[self.auth]
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"auth {self.auth!r} needs {', '.join(missing)}")
+        return self
+
+    @property
+    def url(self) -> str:
+        if self.endpoint is not None:
+            return str(self.endpoint).rstrip("/")
+        return f"https://ccc.{self.region}.aliyuncs.com"
+
+    def credentials(self) -> Credentials:
+        if self.auth == "bearer":
+            assert self.bearer_token is not None  # noqa: S101 - guaranteed by the validator
+            return BearerToken(self.bearer_token)
+        assert self.access_key_id is not None  # noqa: S101 - guaranteed by the validator
+        assert self.access_key_secret is not None  # noqa: S101
+        token = self.security_token if self.auth == "sts" else None
+        return AccessKey(self.access_key_id, self.access_key_secret, token)
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "ccc-bridge"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+
+class TopicSettings(Section):
+    prefix: str = "ccc."
+    partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(1, ge=1)
+
+
+class PollerSettings(Section):
+    agent_states: bool = True
+    agent_state_logs: bool = True
+    calls: bool = True
+    skill_groups: bool = True
+    agent_states_interval_s: float = Field(2.0, gt=0)
+    calls_interval_s: float = Field(10.0, gt=0)
+    calls_lookback_s: float = Field(120.0, ge=0)
+    skill_groups_interval_s: float = Field(10.0, gt=0)
+
+
+class CommandSettings(Section):
+    concurrency: int = Field(16, ge=1)
+    default_expiry_s: float | None = Field(None, gt=0)
+
+
+class WebhookEndpoint(Section):
+    name: str
+    url: HttpUrl
+    event_types: list[str] = Field(default_factory=lambda: ["*"])
+    secret: SecretStr
+
+
+class WebhookSettings(Section):
+    endpoints: list[WebhookEndpoint] = Field(default_factory=list)
+
+
+class HttpSettings(Section):
+    host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
+    port: int = Field(8080, ge=0, le=65535)
+    api_keys: list[SecretStr] = Field(default_factory=list)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, else JSON
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        secrets_nested_delimiter="__",
+        secrets_dir_missing="ok",
+        case_sensitive=False,
+        extra="forbid",
+    )
+
+    ccc: CccSettings
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    pollers: PollerSettings = Field(default_factory=PollerSettings)
+    commands: CommandSettings = Field(default_factory=CommandSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],  # noqa: ARG003 - signature fixed by pydantic-settings
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files in this service
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Files come in as init values, so env and secret files override them.
+        return (env_settings, NestedSecretsSettingsSource(file_secret_settings), init_settings)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read every layer. Secret files live in $CCC_BRIDGE_SECRETS_DIR (default
+    /run/secrets/ccc-bridge), one file per setting named like its env var."""
+    values: dict[str, Any] = {}
+    if DEFAULT_CONFIG.exists():
+        values = _read_yaml(DEFAULT_CONFIG)
+    if config_file is not None:
+        if not config_file.exists():
+            raise FileNotFoundError(f"config file {config_file} does not exist")
+        values = _deep_merge(values, _read_yaml(config_file))
+    secrets_dir = Path(os.environ.get(f"{ENV_PREFIX}SECRETS_DIR", DEFAULT_SECRETS_DIR))
+    return Settings(**values, _secrets_dir=secrets_dir)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise TypeError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

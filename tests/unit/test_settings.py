@@ -1,0 +1,111 @@
+"""Settings layers: defaults, config/default.yaml, --config FILE, secret files, env vars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.ccc.signing import AccessKey, BearerToken
+from service.settings import DEFAULT_CONFIG, CccSettings, Settings, load_settings
+
+CREDENTIALS = {"CCC_BRIDGE_CCC__ACCESS_KEY_ID": "ak", "CCC_BRIDGE_CCC__ACCESS_KEY_SECRET": "sk"}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("CCC_BRIDGE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CCC_BRIDGE_SECRETS_DIR", str(tmp_path / "no-secrets"))
+
+
+def _env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_default_yaml_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    _env(monkeypatch, CREDENTIALS)
+    settings = load_settings()
+    assert DEFAULT_CONFIG.exists()
+    assert settings.ccc.rate_limits.per_action["DialEx"] == 10.0  # only the YAML says so
+    assert settings.ccc.url == "https://ccc.cn-shanghai.aliyuncs.com"
+
+
+def test_env_beats_config_file_beats_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "ccc:\n  region: cn-hangzhou\n  instances: [a]\n  retry: {max_attempts: 2}\n"
+        "log: {level: debug}\n",
+        encoding="utf-8",
+    )
+    _env(monkeypatch, CREDENTIALS | {"CCC_BRIDGE_CCC__INSTANCES": '["x", "y"]'})
+    settings = load_settings(config)
+    assert settings.ccc.instances == ["x", "y"]
+    assert settings.ccc.region == "cn-hangzhou"
+    assert settings.ccc.retry.max_attempts == 2
+    assert settings.ccc.retry.backoff_max_s == 5.0  # merged, not replaced
+    assert settings.log.level == "debug"
+
+
+def test_secret_files_as_a_kubernetes_mount_gives_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "CCC_BRIDGE_CCC__ACCESS_KEY_SECRET").write_text("from-file", encoding="utf-8")
+    monkeypatch.setenv("CCC_BRIDGE_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("CCC_BRIDGE_CCC__ACCESS_KEY_ID", "ak")
+    settings = load_settings()
+    assert settings.ccc.access_key_secret is not None
+    assert settings.ccc.access_key_secret.get_secret_value() == "from-file"
+    assert "from-file" not in repr(settings)
+    assert "from-file" not in str(settings.model_dump())
+
+
+def test_missing_credentials_name_the_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCC_BRIDGE_CCC__AUTH", "sts")
+    monkeypatch.setenv("CCC_BRIDGE_CCC__ACCESS_KEY_ID", "ak")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert "auth 'sts' needs access_key_secret, security_token" in str(info.value)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_unknown_setting_and_unknown_rate_limited_action_are_refused() -> None:
+    with pytest.raises(ValidationError, match="region_id"):
+        Settings(ccc={"access_key_id": "a", "access_key_secret": "s", "region_id": "x"})
+    with pytest.raises(ValidationError, match="'Dial' is not a CCC 2017-07-05 action"):
+        CccSettings(
+            access_key_id="a", access_key_secret="s", rate_limits={"per_action": {"Dial": 1}}
+        )
+
+
+def test_credentials_per_auth_mode() -> None:
+    key = CccSettings(access_key_id="a", access_key_secret="s").credentials()
+    assert isinstance(key, AccessKey)
+    assert key.security_token is None
+    sts = CccSettings(
+        auth="sts", access_key_id="a", access_key_secret="s", security_token="t"
+    ).credentials()
+    assert isinstance(sts, AccessKey)
+    assert sts.security_token is not None
+    bearer = CccSettings(auth="bearer", bearer_token="b").credentials()
+    assert isinstance(bearer, BearerToken)
+
+
+def test_explicit_endpoint_wins_over_region() -> None:
+    settings = CccSettings(
+        endpoint="http://127.0.0.1:8090/", access_key_id="a", access_key_secret="s"
+    )
+    assert settings.url == "http://127.0.0.1:8090"
+    with pytest.raises(ValidationError, match="endpoint"):
+        CccSettings(endpoint="ftp://x", access_key_id="a", access_key_secret="s")
