@@ -19,8 +19,14 @@ setup() {
     fi
     want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[broker,test,dev,bench]"
+        echo "dev.sh: installing the project and its extras into $venv (log: $venv/install.log)" >&2
+        # pip's chatter goes to a log that is shown only if the install fails.
+        if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+            "$venv/bin/python" -m pip install --disable-pip-version-check -e ".[broker,test,dev,bench]"; \
+            } > "$venv/install.log" 2>&1; then
+            cat "$venv/install.log" >&2
+            exit 1
+        fi
         echo "$want" > "$stamp"
     fi
 }

@@ -136,9 +136,10 @@ def test_wire_encoding_of_lists_booleans_and_json_strings() -> None:
         "TemplateParam": '{"name":"张三"}',
     }
     phones = CATALOG["ListPhoneNumbers"]
-    assert phones.to_wire(phones.request({"InstanceId": "i", "OutboundOnly": True}))[
-        "OutboundOnly"
-    ] == "true"
+    assert (
+        phones.to_wire(phones.request({"InstanceId": "i", "OutboundOnly": True}))["OutboundOnly"]
+        == "true"
+    )
     sms_config = CATALOG["GetSmsConfig"]
     assert sms_config.to_wire(sms_config.request({"InstanceId": "i", "Scenario": [1, 3]})) == {
         "InstanceId": "i",

@@ -1,0 +1,242 @@
+"""The client against the real emulator over HTTP: retries, faults, limits, paging, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import socket
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from service.ccc.client import CccClient
+from service.ccc.errors import (
+    CccAuthError,
+    CccRequestError,
+    CccServerError,
+    CccServiceUnavailableError,
+    CccThrottledError,
+    CccTimeoutError,
+    CccTransportError,
+)
+from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
+from service.emulator.server import EmulatorServer
+from service.settings import CccSettings, RateLimitSettings, RetrySettings
+from tests.inspection import codes, eventually, fault, inspect
+
+INSTANCE = "ccc-a"
+RETRY = RetrySettings(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05)
+
+
+def settings(url: str, **overrides: Any) -> CccSettings:
+    values: dict[str, Any] = {
+        "endpoint": url,
+        "access_key_id": DEFAULT_ACCESS_KEY_ID,
+        "access_key_secret": SecretStr(DEFAULT_ACCESS_KEY_SECRET),
+        "retry": RETRY,
+        "rate_limits": RateLimitSettings(default_per_s=None),
+    }
+    return CccSettings(**(values | overrides))
+
+
+@pytest.fixture
+async def client(emulator: EmulatorServer) -> AsyncIterator[CccClient]:
+    async with CccClient(settings(emulator.url, read_timeout_s=0.5)) as ccc:
+        yield ccc
+
+
+def dial(callee: str = "13900000001") -> dict[str, Any]:
+    return {
+        "InstanceId": INSTANCE,
+        "Caller": "02150000000",
+        "Callee": callee,
+        "RoutPoint": "flow-1",
+        "AnswerMode": 0,
+    }
+
+
+async def test_throttled_side_effect_is_retried_and_honours_retry_after(
+    emulator: EmulatorServer, client: CccClient
+) -> None:
+    await fault(emulator, action="DialEx", throttle_rate=1.0)
+    with pytest.raises(CccThrottledError) as info:
+        await client.call("DialEx", dial())
+    assert info.value.attempts == RETRY.max_attempts
+    assert info.value.retry_after is not None
+    assert await codes(emulator, "DialEx") == ["Throttling.User"] * RETRY.max_attempts
+    assert not [c for c in await inspect(emulator, "calls") if c["action"] == "DialEx"]
+    stamps = [r["at"] for r in await inspect(emulator, "requests") if r["action"] == "DialEx"]
+    gaps = [_seconds(b) - _seconds(a) for a, b in itertools.pairwise(stamps)]
+    # The emulator asks for 200 ms; our own backoff is capped at 50 ms here.
+    assert all(gap >= info.value.retry_after * 0.9 for gap in gaps)
+
+
+async def test_server_errors_retry_reads_but_side_effects_only_on_503(
+    emulator: EmulatorServer, client: CccClient
+) -> None:
+    await fault(emulator, action="*", error_rate=1.0)
+    with pytest.raises((CccServerError, CccServiceUnavailableError)) as read:
+        await client.call("GetInstance", {"InstanceId": INSTANCE})
+    assert read.value.attempts == RETRY.max_attempts
+    for _ in range(4):
+        with pytest.raises((CccServerError, CccServiceUnavailableError)) as effect:
+            await client.call("DialEx", dial())
+        seen = (await codes(emulator, "DialEx"))[-effect.value.attempts :]
+        # Retried while CCC said it did not act (503); stopped at a 500, whose effect is unknown.
+        assert all(code == "ServiceUnavailable" for code in seen[:-1])
+        assert seen[-1] == effect.value.code
+        if effect.value.code == "InternalError":
+            assert isinstance(effect.value, CccServerError)
+            assert effect.value.acted is None
+        else:
+            assert effect.value.attempts == RETRY.max_attempts
+    assert "InternalError" in await codes(emulator, "DialEx")
+
+
+async def test_dial_that_timed_out_after_sending_is_not_retried(
+    emulator: EmulatorServer, client: CccClient
+) -> None:
+    await fault(emulator, action="DialEx", latency_ms=1500)
+    with pytest.raises(CccTimeoutError) as info:
+        await client.call("DialEx", dial("13900000077"))
+    assert info.value.attempts == 1
+    assert info.value.acted is None
+
+    async def executed_once() -> bool:
+        calls = [c for c in await inspect(emulator, "calls") if c["callee"] == "13900000077"]
+        assert len(calls) <= 1
+        return len(calls) == 1
+
+    await eventually(executed_once)
+    assert await codes(emulator, "DialEx") == ["OK"]
+
+
+async def test_read_that_timed_out_is_retried(emulator: EmulatorServer, client: CccClient) -> None:
+    await fault(emulator, action="GetInstance", latency_ms=1500)
+    with pytest.raises(CccTimeoutError) as info:
+        await client.call("GetInstance", {"InstanceId": INSTANCE})
+    assert info.value.attempts == RETRY.max_attempts
+
+
+async def test_lost_response_of_a_side_effect_is_not_retried(
+    emulator: EmulatorServer, client: CccClient
+) -> None:
+    await fault(emulator, action="DialEx", drop_rate=1.0)
+    with pytest.raises(CccTransportError) as info:
+        await client.call("DialEx", dial("13900000078"))
+    assert info.value.sent
+    assert info.value.attempts == 1
+    calls = [c for c in await inspect(emulator, "calls") if c["callee"] == "13900000078"]
+    assert len(calls) == 1
+
+
+async def test_connection_refused_is_retried_even_for_side_effects() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with CccClient(settings(f"http://127.0.0.1:{port}")) as ccc:
+        with pytest.raises(CccTransportError) as info:
+            await ccc.call("DialEx", dial())
+    assert not info.value.sent
+    assert info.value.acted is False
+    assert info.value.attempts == RETRY.max_attempts
+
+
+async def test_intermittent_throttling_recovers(emulator: EmulatorServer) -> None:
+    await fault(emulator, action="ListRoles", throttle_rate=0.5)
+    patient = RetrySettings(max_attempts=12, backoff_initial_s=0.001, backoff_max_s=0.002)
+    async with CccClient(settings(emulator.url, retry=patient)) as ccc:
+        for _ in range(10):
+            roles = await ccc.call("ListRoles", {"InstanceId": INSTANCE})
+            assert roles.items()
+    assert "Throttling.User" in await codes(emulator, "ListRoles")
+
+
+async def test_business_and_auth_errors_are_not_retried(
+    emulator: EmulatorServer, client: CccClient
+) -> None:
+    with pytest.raises(CccRequestError) as missing:
+        await client.call("GetInstance", {"InstanceId": "no-such-instance"})
+    assert missing.value.code == "NotExists.InstanceId"
+    assert missing.value.attempts == 1
+    assert missing.value.request_id
+    wrong = settings(emulator.url, access_key_secret=SecretStr("not-the-secret"))
+    async with CccClient(wrong) as ccc:
+        with pytest.raises(CccAuthError) as auth:
+            await ccc.call("GetInstance", {"InstanceId": INSTANCE})
+    assert auth.value.code == "SignatureDoesNotMatch"
+    assert auth.value.attempts == 1
+    assert "not-the-secret" not in str(auth.value)
+
+
+async def test_rate_limit_spreads_a_burst(emulator: EmulatorServer) -> None:
+    limited = RateLimitSettings(default_per_s=None, per_action={"ListRoles": 20.0})
+    async with CccClient(settings(emulator.url, rate_limits=limited)) as ccc:
+        started = time.monotonic()
+        await asyncio.gather(*(ccc.call("ListRoles", {"InstanceId": INSTANCE}) for _ in range(50)))
+        elapsed = time.monotonic() - started
+        # A bucket of 20 refilling at 20/s lets 50 calls through no sooner than (50-20)/20 s.
+        assert elapsed >= 1.5 * 0.9
+    assert len(await codes(emulator, "ListRoles")) == 50
+
+
+async def test_pagination_covers_every_agent_once(
+    emulator: EmulatorServer, client: CccClient
+) -> None:
+    emulator.clock.advance(300)  # agents log in over the first simulated minutes
+    pages = [
+        p async for p in client.pages("ListAgentStates", {"InstanceId": INSTANCE}, page_size=5)
+    ]
+    total = pages[0].page()
+    assert total is not None
+    assert total[0] > 5  # more than one page
+    assert len(pages) == math.ceil(total[0] / 5)
+    rows = [row for page in pages for row in page.items()]
+    ids = [row.agent_id for row in rows]
+    assert len(ids) == len(set(ids)) == total[0]
+    streamed = [
+        row.agent_id
+        async for row in client.iter_items("ListAgentStates", {"InstanceId": INSTANCE}, page_size=5)
+    ]
+    assert streamed == ids
+    with pytest.raises(ValueError, match="GetInstance is not a paged action"):
+        [p async for p in client.pages("GetInstance", {"InstanceId": INSTANCE})]
+
+
+# The conftest emulator knows this bearer token and this STS key with its token.
+GOOD_AUTH: dict[str, dict[str, Any]] = {
+    "bearer": {"auth": "bearer", "bearer_token": SecretStr("emulator-bearer-token")},
+    "sts": {
+        "auth": "sts",
+        "access_key_id": "sts-access-key",
+        "access_key_secret": SecretStr("sts-access-secret"),
+        "security_token": SecretStr("sts-security-token"),
+    },
+}
+WRONG_AUTH: dict[str, dict[str, Any]] = {
+    "bearer": {"bearer_token": SecretStr("other-token")},
+    "sts": {"security_token": SecretStr("other-token")},
+}
+
+
+@pytest.mark.parametrize("mode", sorted(GOOD_AUTH))
+async def test_bearer_and_sts_modes(emulator: EmulatorServer, mode: str) -> None:
+    async with CccClient(settings(emulator.url, **GOOD_AUTH[mode])) as ccc:
+        instance = await ccc.call("GetInstance", {"InstanceId": INSTANCE})
+        assert instance.success
+    async with CccClient(settings(emulator.url, **(GOOD_AUTH[mode] | WRONG_AUTH[mode]))) as ccc:
+        with pytest.raises(CccAuthError) as info:
+            await ccc.call("GetInstance", {"InstanceId": INSTANCE})
+    assert "other-token" not in str(info.value)
+    params = [r["params"] for r in await inspect(emulator, "requests")]
+    assert params
+    assert not any({"BearerToken", "SecurityToken", "Signature"} & set(p) for p in params)
+
+
+def _seconds(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339).timestamp()
