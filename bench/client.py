@@ -29,13 +29,14 @@ from pydantic import SecretStr
 
 from service.ccc.catalog import API_VERSION
 from service.ccc.client import CccClient
-from service.ccc.signing import AccessKey, authorize
+from service.ccc.signing import AccessKey, authorize, form_encode
 from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
 from service.settings import CccSettings, RateLimitSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = "ccc-bench"
 Call = Callable[[], Awaitable[object]]
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 def start_emulator() -> tuple[subprocess.Popen[str], str]:
@@ -85,7 +86,7 @@ def bare(session: aiohttp.ClientSession, url: str) -> Call:
             timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             nonce=uuid.uuid4().hex,
         )
-        async with session.post(url, data=params) as response:
+        async with session.post(url, data=form_encode(params), headers=FORM) as response:
             return json.loads(await response.read())
 
     return call
@@ -152,11 +153,12 @@ def main() -> int:
         print(f"{name:<15}{concurrency:>12}{value:>10.0f}")
     for concurrency in (1, 32):
         ours_rate = results[("ours", concurrency)]
-        vs_sdk = ours_rate / results[("alibaba-async", concurrency)]
-        vs_bare = ours_rate / results[("bare-aiohttp", concurrency)]
+        sdk_rate = results[("alibaba-async", concurrency)]
+        bare_rate = results[("bare-aiohttp", concurrency)]
         print(
-            f"concurrency {concurrency:>2}: ours/alibaba-async = {vs_sdk:.2f} (target >= 2.5), "
-            f"ours/bare = {vs_bare:.2f} (target >= 0.67)"
+            f"concurrency {concurrency:>2}: ours/alibaba-async = {ours_rate / sdk_rate:.2f} "
+            f"(target >= 2.5), ours/bare = {ours_rate / bare_rate:.2f} (target >= 0.67); "
+            f"bare/alibaba-async = {bare_rate / sdk_rate:.2f} (what the server leaves room for)"
         )
     return 0
 

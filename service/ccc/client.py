@@ -42,12 +42,16 @@ from service.ccc.errors import (
     CccTransportError,
     error_from_response,
 )
-from service.ccc.signing import authorize, percent_encode
+from service.ccc.signing import authorize, form_encode
 from service.settings import CccSettings, RetrySettings
 
 log = structlog.get_logger(__name__)
 
-FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+HEADERS = {
+    "Content-Type": "application/x-www-form-urlencoded",
+    "Accept": "application/json",
+    "User-Agent": "ccc-bridge",
+}
 MAX_PAGE_SIZE = 100
 
 
@@ -88,16 +92,12 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-def _form(params: Mapping[str, str]) -> str:
-    return "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items())
-
-
 class CccClient:
     def __init__(self, settings: CccSettings, *, catalog: Catalog | None = None) -> None:
         self._settings = settings
         self._catalog = catalog or load_catalog()
         self._credentials = settings.credentials()
-        self._url = settings.url + "/"
+        self._url = URL(settings.url + "/")
         self._limiters: dict[str, AsyncLimiter] = {}
         self._backoff = Backoff(settings.retry)
         self._session: aiohttp.ClientSession | None = None
@@ -127,7 +127,7 @@ class CccClient:
             )
             connector = aiohttp.TCPConnector(limit=self._settings.max_connections)
             self._session = aiohttp.ClientSession(
-                timeout=timeout, connector=connector, headers={"User-Agent": "ccc-bridge"}
+                timeout=timeout, connector=connector, headers=HEADERS
             )
         return self._session
 
@@ -147,6 +147,13 @@ class CccClient:
         """Call one action. `params` takes snake_case or wire names, or a request model."""
         spec = self._catalog[action]
         wire = spec.to_wire(spec.request(params))
+        try:
+            # Most calls succeed at once: only a failure worth retrying pays for tenacity.
+            return await self._send(spec, wire)
+        except CccError as error:
+            if not should_retry(error, read_only=spec.read_only):
+                raise
+            first: CccError | None = error
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._settings.retry.max_attempts),
             wait=self._backoff,
@@ -157,6 +164,10 @@ class CccClient:
         try:
             async for attempt in retrying:
                 with attempt:
+                    # Attempt 1 replays the failure above, so counts, waits and logs stay exact.
+                    if first is not None:
+                        replay, first = first, None
+                        raise replay
                     return await self._send(spec, wire)
         except CccError as error:
             error.attempts = retrying.statistics["attempt_number"]
@@ -200,22 +211,22 @@ class CccClient:
         limiter = self._limiter(spec.name)
         if limiter is not None:
             await limiter.acquire()
-        common = {"Action": spec.name, "Version": API_VERSION, "Format": "JSON"}
-        common |= authorize(
+        params = {"Action": spec.name, "Version": API_VERSION, "Format": "JSON", **wire}
+        params |= authorize(
             "POST",
-            common | wire,
+            params,
             self._credentials,
             timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             nonce=uuid.uuid4().hex,
         )
-        # Like Alibaba's Tea SDK: common parameters in the query, the API's in the form body.
-        url = URL(f"{self._url}?{_form(common)}", encoded=True)
-        status, headers, body = await self._post(spec.name, url, _form(wire))
+        # Every parameter in the form body: the gateway signs query and body alike, and a
+        # fixed URL spares building one per call.
+        status, headers, body = await self._post(spec.name, form_encode(params))
         return self._parse(spec, status, headers, body)
 
-    async def _post(self, action: str, url: URL, body: str) -> tuple[int, Mapping[str, str], bytes]:
+    async def _post(self, action: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
         try:
-            async with self._http().post(url, data=body.encode(), headers=FORM) as response:
+            async with self._http().post(self._url, data=body) as response:
                 return response.status, response.headers, await response.read()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
             # The connection never opened: nothing reached CCC.
@@ -228,6 +239,18 @@ class CccClient:
     def _parse(
         self, spec: ActionSpec, status: int, headers: Mapping[str, str], body: bytes
     ) -> CccResponse:
+        if status == 200:
+            try:
+                response = spec.response_model.model_validate_json(body)
+            except ValidationError as error:
+                # CCC answered, so it may well have acted: never a reason to repeat an effect.
+                raise CccTransportError(
+                    f"HTTP 200 with a body that does not match the {spec.name} schema: {error}",
+                    action=spec.name,
+                    sent=True,
+                ) from error
+            if response.success is not False:
+                return response
         try:
             data = json.loads(body)
         except ValueError:
@@ -239,17 +262,7 @@ class CccClient:
                 action=spec.name,
                 sent=True,
             )
-        if status != 200 or data.get("Success") is False:
-            raise error_from_response(spec.name, status, data, retry_after_seconds(headers))
-        try:
-            return spec.response_model.model_validate(data)
-        except ValidationError as error:
-            # CCC answered, so it may well have acted: never a reason to repeat a side effect.
-            raise CccTransportError(
-                f"response does not match the {spec.name} schema: {error}",
-                action=spec.name,
-                sent=True,
-            ) from error
+        raise error_from_response(spec.name, status, data, retry_after_seconds(headers))
 
 
 def _describe(error: BaseException) -> str:

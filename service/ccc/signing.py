@@ -31,6 +31,11 @@ def percent_encode(value: str) -> str:
     return quote(value, safe="~")
 
 
+def form_encode(params: dict[str, str]) -> bytes:
+    """An application/x-www-form-urlencoded body with the same encoding the signature uses."""
+    return "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items()).encode()
+
+
 def canonical_query(params: dict[str, str]) -> str:
     pairs = sorted((percent_encode(k), percent_encode(v)) for k, v in params.items())
     return "&".join(f"{k}={v}" for k, v in pairs)

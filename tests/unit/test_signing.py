@@ -14,6 +14,7 @@ from service.ccc.signing import (
     AccessKey,
     BearerToken,
     authorize,
+    form_encode,
     percent_encode,
     sign,
     string_to_sign,
@@ -116,3 +117,8 @@ def test_bearer_mode_sends_token_and_no_signature() -> None:
         "BearerToken": "bt",
         "SignatureType": "BEARERTOKEN",
     }
+
+
+def test_form_body_uses_the_signature_encoding() -> None:
+    body = form_encode({"TemplateParam": '{"n":"张 a*b~"}', "Action": "X"})
+    assert body == b"TemplateParam=%7B%22n%22%3A%22%E5%BC%A0%20a%2Ab~%22%7D&Action=X"
