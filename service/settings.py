@@ -29,6 +29,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.ya
 DEFAULT_SECRETS_DIR = Path("/run/secrets/ccc-bridge")
 
 
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names it."""
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -71,18 +75,6 @@ class CccSettings(Section):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
-    @model_validator(mode="after")
-    def _credentials_fit_auth(self) -> Self:
-        needed = {
-            "access_key": ("access_key_id", "access_key_secret"),
-            "sts": ("access_key_id", "access_key_secret", "security_token"),
-            "bearer": ("bearer_token",),
-        }[self.auth]
-        missing = [name for name in needed if getattr(self, name) is None]
-        if missing:
-            raise ValueError(f"auth {self.auth!r} needs {', '.join(missing)}")
-        return self
-
     @property
     def url(self) -> str:
         if self.endpoint is not None:
@@ -90,12 +82,19 @@ class CccSettings(Section):
         return f"https://ccc.{self.region}.aliyuncs.com"
 
     def credentials(self) -> Credentials:
+        """The credentials of the auth mode. Checked when a CCC client is built, not when the
+        settings load, so commands that never call CCC (topics, tail) need none."""
         if self.auth == "bearer":
-            assert self.bearer_token is not None  # noqa: S101 - guaranteed by the validator
+            if self.bearer_token is None:
+                raise ConfigError("ccc.auth 'bearer' needs ccc.bearer_token")
             return BearerToken(self.bearer_token)
-        assert self.access_key_id is not None  # noqa: S101 - guaranteed by the validator
-        assert self.access_key_secret is not None  # noqa: S101
         token = self.security_token if self.auth == "sts" else None
+        needed = {"access_key_id": self.access_key_id, "access_key_secret": self.access_key_secret}
+        if self.auth == "sts":
+            needed["security_token"] = token
+        missing = [f"ccc.{name}" for name, value in needed.items() if value is None]
+        if missing or self.access_key_id is None or self.access_key_secret is None:
+            raise ConfigError(f"ccc.auth {self.auth!r} needs {', '.join(missing)}")
         return AccessKey(self.access_key_id, self.access_key_secret, token)
 
 
@@ -112,9 +111,19 @@ class KafkaSettings(Section):
 
 
 class TopicSettings(Section):
+    """Topic names are `prefix` + name; `name("calls")` gives the full one."""
+
     prefix: str = "ccc."
+    agent_states: str = "agent.states"
+    calls: str = "calls"
+    skillgroups: str = "skillgroups"
+    checkpoints: str = "bridge.checkpoints"  # compacted: the pollers' resume points
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)  # events; -1 keeps them forever
+
+    def name(self, topic: str) -> str:
+        return self.prefix + str(getattr(self, topic))
 
 
 class PollerSettings(Section):
@@ -165,7 +174,7 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
-    ccc: CccSettings
+    ccc: CccSettings = Field(default_factory=CccSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     pollers: PollerSettings = Field(default_factory=PollerSettings)

@@ -1,0 +1,1 @@
+"""Events out: CCC polled into typed CloudEvents on Kafka."""

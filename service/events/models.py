@@ -1,0 +1,232 @@
+"""The events ccc-bridge publishes: CloudEvents 1.0 envelopes with versioned, typed `data`.
+
+Outbound models forbid unknown fields, so a typo is a bug found in tests, not a field a
+consumer silently misses. Field names are snake_case; times are RFC 3339 UTC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import ClassVar, Generic, Literal, TypeVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    field_serializer,
+)
+
+CONTENT_TYPE = "application/cloudevents+json"
+# Namespace of every event id: uuid5(ID_NAMESPACE, the fact's canonical text).
+ID_NAMESPACE = uuid.UUID("5a1f3b0e-2c47-4c55-9a0e-cc0b71d9e000")
+
+
+def event_id(*parts: object) -> str:
+    """A deterministic id: the same CCC fact gives the same id on any replica, any time."""
+    return str(uuid.uuid5(ID_NAMESPACE, "|".join(str(p) for p in parts)))
+
+
+def from_ms(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
+
+
+class EventData(BaseModel):
+    """Base of every event's `data`; subclasses set the CloudEvents type and schema version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[str]  # by its TopicSettings name
+    subject_field: ClassVar[str]  # what the event is about: the CloudEvents subject
+
+    instance_id: str
+
+    def subject(self) -> str:
+        return str(getattr(self, self.subject_field))
+
+    def key(self) -> str:
+        """The Kafka key, so per-agent / per-call / per-group order holds."""
+        return f"{self.instance_id}:{self.subject()}"
+
+    @field_serializer("*", when_used="json")
+    def _utc(self, value: object) -> object:
+        # RFC 3339 with a Z, whatever zone a datetime was built in.
+        if isinstance(value, datetime):
+            return value.astimezone(UTC)
+        return value
+
+
+class AgentStateChanged(EventData):
+    """An agent's real-time state changed (from ListAgentStates), or, with `snapshot`, the
+    state each agent was in when polling started: `snapshot` events are observations, so
+    their id includes `observed_at`; change events are facts and their id does not."""
+
+    event_type = "com.aliyun.ccc.agent.state.changed"
+    topic = "agent_states"
+    subject_field = "agent_id"
+
+    agent_id: str
+    login_name: str | None
+    agent_name: str | None
+    state: str
+    previous_state: str | None  # None on a snapshot, and "Offline" for an agent that logged in
+    state_since: AwareDatetime
+    observed_at: AwareDatetime
+    snapshot: bool = False
+    skill_group_ids: list[str] = Field(default_factory=list)
+
+
+class AgentStateLogged(EventData):
+    """One entry of ListAgentStateLogs: exact times, every transition."""
+
+    event_type = "com.aliyun.ccc.agent.state.logged"
+    topic = "agent_states"
+    subject_field = "agent_id"
+
+    agent_id: str
+    state: str
+    state_code: str | None
+    state_time: AwareDatetime
+    contact_id: str | None
+    connect_id: str | None
+    counter_party: str | None
+    skill_group_ids: list[str]
+
+
+class CallAgent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent_id: str
+    satisfaction: str | None
+    feedback: str | None
+
+
+class SkillGroupRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    skill_group_id: str
+    skill_group_name: str | None
+
+
+class Recording(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file_name: str
+    agent_id: str | None
+    agent_name: str | None
+    start_time: AwareDatetime | None
+    duration_s: int | None
+    file_description: str | None
+
+
+class CallRecordData(EventData):
+    """A call detail record (ListCallDetailRecords), published once it is queryable."""
+
+    event_type = "com.aliyun.ccc.call.record"
+    topic = "calls"
+    subject_field = "contact_id"
+
+    contact_id: str
+    contact_type: str | None
+    contact_disposition: str | None
+    calling_number: str | None
+    called_number: str | None
+    start_time: AwareDatetime
+    duration_s: int | None
+    agents: list[CallAgent]
+    agent_names: list[str]
+    skill_groups: list[SkillGroupRef]
+    satisfaction: int | None
+    satisfaction_desc: str | None
+    recordings: list[Recording]
+
+
+class CallEventData(EventData):
+    """One step of a call (ListCallEventDetailByContactId), `seq` counting from 1."""
+
+    event_type = "com.aliyun.ccc.call.event"
+    topic = "calls"
+    subject_field = "contact_id"
+
+    contact_id: str
+    seq: int
+    event: str | None
+    status: str | None
+    time: str | None  # CCC gives this one as text in its own format; kept verbatim
+    agent_name: str | None
+    skill_group: str | None
+    call_mode: str | None
+    duration_s: int | None
+
+
+class SkillGroupState(EventData):
+    """A real-time snapshot of one skill group (ListSkillGroupStates)."""
+
+    event_type = "com.aliyun.ccc.skillgroup.state"
+    topic = "skillgroups"
+    subject_field = "skill_group_id"
+
+    skill_group_id: str
+    skill_group_name: str | None
+    logged_in_agents: int
+    ready_agents: int
+    talking_agents: int
+    working_agents: int
+    breaking_agents: int
+    waiting_calls: int
+    longest_call_s: int
+    observed_at: AwareDatetime
+
+
+EVENT_TYPES: tuple[type[EventData], ...] = (
+    AgentStateChanged,
+    AgentStateLogged,
+    CallRecordData,
+    CallEventData,
+    SkillGroupState,
+)
+
+
+def dataschema(data_type: type[EventData]) -> str:
+    return f"urn:ccc-bridge:schema:{data_type.event_type}:v{data_type.schema_version}"
+
+
+DataT = TypeVar("DataT", bound=EventData)
+
+
+class CloudEvent(BaseModel, Generic[DataT]):
+    """A CloudEvents 1.0 structured-mode envelope."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str  # ccc://{regionId}/{instanceId}
+    type: str
+    subject: str
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str
+    data: SerializeAsAny[DataT]
+
+    @field_serializer("time", when_used="json")
+    def _utc(self, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+def envelope(
+    data: EventData, *, event_id: str, region: str, time: datetime
+) -> CloudEvent[EventData]:
+    return CloudEvent[EventData](
+        id=event_id,
+        source=f"ccc://{region}/{data.instance_id}",
+        type=data.event_type,
+        subject=data.subject(),
+        time=time,
+        dataschema=dataschema(type(data)),
+        data=data,
+    )
