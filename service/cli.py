@@ -7,8 +7,10 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from service import demo
+from service import app, broker, demo, schemas
 from service.emulator import cli as emulator_cli
+from service.events import tail
+from service.kafka import admin
 from service.logs import configure_logging
 
 
@@ -18,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Alibaba Cloud Call Center (CCC 2017-07-05) to Kafka bridge.",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: info (warning for demo, whose screen is the event view)",
     )
     parser.add_argument(
         "--log-format",
@@ -26,15 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "json", "console"],
         help="auto: console on a terminal, JSON otherwise",
     )
+    parser.set_defaults(default_log_level="info")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    app.add_parser(subcommands)
     emulator_cli.add_parser(subcommands)
     demo.add_parser(subcommands)
+    broker.add_parser(subcommands)
+    admin.add_parser(subcommands)
+    tail.add_parser(subcommands)
+    schemas.add_parser(subcommands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level or args.default_log_level, args.log_format)
     try:
         code: int = asyncio.run(args.func(args))
     except KeyboardInterrupt:

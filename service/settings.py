@@ -108,6 +108,11 @@ class KafkaSettings(Section):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    # Producer: acks=all always; idempotence needs a broker that supports it (Tansu does not).
+    enable_idempotence: bool = False
+    compression_type: Literal["gzip", "lz4", "snappy", "zstd"] | None = "gzip"
+    linger_ms: int = Field(5, ge=0)
+    request_timeout_ms: int = Field(15_000, ge=1000)
 
 
 class TopicSettings(Section):
@@ -121,20 +126,30 @@ class TopicSettings(Section):
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)  # events; -1 keeps them forever
+    create_missing: bool = True  # `run` creates missing topics at start (needs the ACL)
 
     def name(self, topic: str) -> str:
         return self.prefix + str(getattr(self, topic))
 
 
 class PollerSettings(Section):
+    """Which streams are polled, and how often; every instance gets each enabled stream."""
+
     agent_states: bool = True
     agent_state_logs: bool = True
     calls: bool = True
     skill_groups: bool = True
     agent_states_interval_s: float = Field(2.0, gt=0)
+    agent_state_logs_interval_s: float = Field(10.0, gt=0)
+    agent_state_logs_settle_s: float = Field(2.0, ge=0)  # stay this far behind CCC's now
+    # With no checkpoint yet (a first start), read state logs from this far back.
+    agent_state_logs_backfill_s: float = Field(0.0, ge=0)
     calls_interval_s: float = Field(10.0, gt=0)
-    calls_lookback_s: float = Field(120.0, ge=0)
+    # Call records become queryable after the call ends: re-read this far back. Longer than
+    # the longest call you expect, or its record is missed.
+    calls_lookback_s: float = Field(1800.0, gt=0)
     skill_groups_interval_s: float = Field(10.0, gt=0)
+    directory_refresh_s: float = Field(60.0, gt=0)  # how often the agent list is re-read
 
 
 class CommandSettings(Section):

@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -101,6 +102,8 @@ class CccClient:
         self._limiters: dict[str, AsyncLimiter] = {}
         self._backoff = Backoff(settings.retry)
         self._session: aiohttp.ClientSession | None = None
+        self._server_offset_ms = 0
+        self._server_date: str | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -130,6 +133,11 @@ class CccClient:
                 timeout=timeout, connector=connector, headers=HEADERS
             )
         return self._session
+
+    def server_time_ms(self) -> int:
+        """CCC's clock, from the Date header of its latest answer (to the second, rounded
+        down), so time windows follow the server even when the two clocks disagree."""
+        return int(time.time() * 1000) + self._server_offset_ms
 
     def _limiter(self, action: str) -> AsyncLimiter | None:
         limits = self._settings.rate_limits
@@ -227,6 +235,7 @@ class CccClient:
     async def _post(self, action: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
         try:
             async with self._http().post(self._url, data=body) as response:
+                self._note_server_time(response.headers.get("Date"))
                 return response.status, response.headers, await response.read()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
             # The connection never opened: nothing reached CCC.
@@ -235,6 +244,16 @@ class CccClient:
             raise CccTimeoutError("no response in time", action=action) from error
         except aiohttp.ClientError as error:
             raise CccTransportError(_describe(error), action=action, sent=True) from error
+
+    def _note_server_time(self, date: str | None) -> None:
+        if date is None or date == self._server_date:
+            return  # it changes once a second: parse it only then
+        self._server_date = date
+        try:
+            server = parsedate_to_datetime(date)
+        except (TypeError, ValueError):
+            return
+        self._server_offset_ms = int(server.timestamp() * 1000 - time.time() * 1000)
 
     def _parse(
         self, spec: ActionSpec, status: int, headers: Mapping[str, str], body: bytes

@@ -21,6 +21,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from email.utils import formatdate
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
@@ -32,6 +33,7 @@ from service.ccc.signing import BEARER_SIGNATURE_TYPE, SIGNATURE_METHOD, sign, s
 from service.emulator.config import EmulatorConfig, SimClock
 from service.emulator.model import rfc3339
 from service.emulator.sim import BusinessError
+from service.validation import field_errors
 
 TIMESTAMP_WINDOW_S = 15 * 60  # FACTS.md section 3
 NONCE_WINDOW_S = 31 * 60  # FACTS.md section 3: the gateway's nonce-dedupe window
@@ -227,6 +229,9 @@ class Gateway:
                 # The action ran; losing the answer models a response lost on the way back.
                 request.transport.abort()
         self._log(at, params, code)
+        # The simulated contact centre's own time, as a real server's Date header gives its
+        # own: clients that read it follow the simulation at any speed.
+        response.headers["Date"] = formatdate(self._clock.now_ms() / 1000, usegmt=True)
         return response
 
     async def _execute(
@@ -469,10 +474,7 @@ async def _parse_body(request: web.Request, model: type[Model]) -> Model | web.R
     try:
         return model.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()
-        )
-        return web.json_response({"error": problems}, status=400)
+        return web.json_response({"error": field_errors(error)}, status=400)
 
 
 def create_app(config: EmulatorConfig, sim: SimulationPort, clock: SimClock) -> web.Application:

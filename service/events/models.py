@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     SerializeAsAny,
-    field_serializer,
 )
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -27,6 +27,14 @@ ID_NAMESPACE = uuid.UUID("5a1f3b0e-2c47-4c55-9a0e-cc0b71d9e000")
 def event_id(*parts: object) -> str:
     """A deterministic id: the same CCC fact gives the same id on any replica, any time."""
     return str(uuid.uuid5(ID_NAMESPACE, "|".join(str(p) for p in parts)))
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+# RFC 3339 with a Z, whatever zone a datetime was built in.
+UtcTime = Annotated[AwareDatetime, PlainSerializer(_to_utc, return_type=datetime, when_used="json")]
 
 
 def from_ms(epoch_ms: int) -> datetime:
@@ -52,13 +60,6 @@ class EventData(BaseModel):
         """The Kafka key, so per-agent / per-call / per-group order holds."""
         return f"{self.instance_id}:{self.subject()}"
 
-    @field_serializer("*", when_used="json")
-    def _utc(self, value: object) -> object:
-        # RFC 3339 with a Z, whatever zone a datetime was built in.
-        if isinstance(value, datetime):
-            return value.astimezone(UTC)
-        return value
-
 
 class AgentStateChanged(EventData):
     """An agent's real-time state changed (from ListAgentStates), or, with `snapshot`, the
@@ -74,8 +75,8 @@ class AgentStateChanged(EventData):
     agent_name: str | None
     state: str
     previous_state: str | None  # None on a snapshot, and "Offline" for an agent that logged in
-    state_since: AwareDatetime
-    observed_at: AwareDatetime
+    state_since: UtcTime
+    observed_at: UtcTime
     snapshot: bool = False
     skill_group_ids: list[str] = Field(default_factory=list)
 
@@ -90,7 +91,7 @@ class AgentStateLogged(EventData):
     agent_id: str
     state: str
     state_code: str | None
-    state_time: AwareDatetime
+    state_time: UtcTime
     contact_id: str | None
     connect_id: str | None
     counter_party: str | None
@@ -118,7 +119,7 @@ class Recording(BaseModel):
     file_name: str
     agent_id: str | None
     agent_name: str | None
-    start_time: AwareDatetime | None
+    start_time: UtcTime | None
     duration_s: int | None
     file_description: str | None
 
@@ -135,7 +136,7 @@ class CallRecordData(EventData):
     contact_disposition: str | None
     calling_number: str | None
     called_number: str | None
-    start_time: AwareDatetime
+    start_time: UtcTime
     duration_s: int | None
     agents: list[CallAgent]
     agent_names: list[str]
@@ -179,7 +180,7 @@ class SkillGroupState(EventData):
     breaking_agents: int
     waiting_calls: int
     longest_call_s: int
-    observed_at: AwareDatetime
+    observed_at: UtcTime
 
 
 EVENT_TYPES: tuple[type[EventData], ...] = (
@@ -208,14 +209,10 @@ class CloudEvent(BaseModel, Generic[DataT]):
     source: str  # ccc://{regionId}/{instanceId}
     type: str
     subject: str
-    time: AwareDatetime
+    time: UtcTime
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str
     data: SerializeAsAny[DataT]
-
-    @field_serializer("time", when_used="json")
-    def _utc(self, value: datetime) -> datetime:
-        return value.astimezone(UTC)
 
 
 def envelope(

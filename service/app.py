@@ -1,0 +1,133 @@
+"""The composition root: builds every adapter from Settings and runs the pollers.
+
+One TaskGroup supervises them, crash-only: a poller that cannot go on (bad credentials, a
+bug) takes the service down with a non-zero exit, and the checkpoints make the restart
+gapless. Transient CCC trouble only skips a cycle; Kafka trouble pauses publishing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+
+import structlog
+from aiokafka.errors import KafkaError
+
+from service.ccc.client import CccClient
+from service.ccc.errors import CccError
+from service.console import (
+    StartupError,
+    add_config_argument,
+    kafka_failure,
+    quiet_kafka_logs,
+    settings_from,
+    startup_failed,
+    stop_on_signals,
+)
+from service.events.pollers import (
+    AgentStatePoller,
+    CallPoller,
+    Cycle,
+    Directory,
+    InstancePorts,
+    SkillGroupPoller,
+    StateLogPoller,
+    poll_loop,
+)
+from service.kafka.admin import ensure_topics
+from service.kafka.producer import CheckpointStore, EventPublisher, Producer
+from service.settings import ConfigError, PollerSettings, Settings
+
+log = structlog.get_logger(__name__)
+
+
+def pollers(ports: InstancePorts, settings: PollerSettings) -> list[tuple[Cycle, float]]:
+    """(cycle, interval) of every enabled stream of one instance."""
+    plan: list[tuple[Cycle, float]] = []
+    if settings.agent_states:
+        plan.append((AgentStatePoller(ports).cycle, settings.agent_states_interval_s))
+    if settings.agent_state_logs:
+        poller = StateLogPoller(
+            ports,
+            settle_ms=int(settings.agent_state_logs_settle_s * 1000),
+            backfill_ms=int(settings.agent_state_logs_backfill_s * 1000),
+        )
+        plan.append((poller.cycle, settings.agent_state_logs_interval_s))
+    if settings.calls:
+        calls = CallPoller(ports, int(settings.calls_lookback_s * 1000))
+        plan.append((calls.cycle, settings.calls_interval_s))
+    if settings.skill_groups:
+        plan.append((SkillGroupPoller(ports).cycle, settings.skill_groups_interval_s))
+    return plan
+
+
+async def _start_kafka(settings: Settings) -> Producer:
+    producer = Producer(settings.kafka)
+    try:
+        await producer.start()
+        if settings.topics.create_missing:
+            await ensure_topics(settings.kafka, settings.topics)
+    except KafkaError as error:
+        await producer.stop()
+        raise StartupError(kafka_failure(settings.kafka, error)) from error
+    return producer
+
+
+async def _check_ccc(ccc: CccClient, settings: Settings) -> None:
+    if not settings.ccc.instances:
+        raise StartupError("no CCC instance to serve: set ccc.instances")
+    for instance_id in settings.ccc.instances:
+        try:
+            await ccc.call("GetInstance", {"InstanceId": instance_id})
+        except CccError as error:
+            raise StartupError(f"CCC at {settings.ccc.url}: {error}") from error
+
+
+async def run_service(
+    settings: Settings, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Poll every configured instance until `stop` is set; a cycle in progress finishes."""
+    try:
+        settings.ccc.credentials()
+    except ConfigError as error:
+        raise StartupError(str(error)) from error
+    producer = await _start_kafka(settings)
+    try:
+        checkpoints = CheckpointStore(producer, settings.kafka, settings.topics)
+        await checkpoints.load()
+        publisher = EventPublisher(producer, settings.topics, settings.ccc.region)
+        async with CccClient(settings.ccc) as ccc:
+            await _check_ccc(ccc, settings)
+            async with asyncio.TaskGroup() as group:
+                for instance_id in settings.ccc.instances:
+                    directory = Directory(ccc, instance_id, settings.pollers.directory_refresh_s)
+                    ports = InstancePorts(instance_id, ccc, publisher, checkpoints, directory)
+                    for cycle, interval_s in pollers(ports, settings.pollers):
+                        group.create_task(poll_loop(cycle, interval_s, stop))
+                log.info("service_started", instances=settings.ccc.instances)
+                if on_ready is not None:
+                    on_ready()
+    finally:
+        await producer.stop()
+
+
+def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "run",
+        help="run the service: poll CCC and publish events to Kafka",
+        description="Poll every configured CCC instance and publish its events to Kafka.",
+    )
+    add_config_argument(parser)
+    parser.set_defaults(func=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    try:
+        settings = settings_from(args)
+        with stop_on_signals(stop), quiet_kafka_logs() as connected:
+            await run_service(settings, stop, on_ready=connected)
+    except StartupError as error:
+        return startup_failed("run", error)
+    return 0

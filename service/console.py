@@ -1,0 +1,90 @@
+"""What every long-running or Kafka-facing subcommand shares: settings from `--config`,
+stop on SIGINT/SIGTERM, the ready line, and startup failures as one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from pydantic import ValidationError
+
+from service.settings import ConfigError, KafkaSettings, Settings, load_settings
+from service.validation import field_errors
+
+EXIT_STARTUP_FAILED = 2
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StartupError(Exception):
+    """A command cannot start; the message names the cause in one line."""
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="YAML settings over config/default.yaml"
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(args.config)
+    except ValidationError as error:
+        raise StartupError(f"bad configuration: {field_errors(error)}") from error
+    except (ConfigError, OSError, TypeError, ValueError, yaml.YAMLError) as error:
+        raise StartupError(f"bad configuration: {error}") from error
+
+
+def startup_failed(command: str, cause: object) -> int:
+    sys.stderr.write(f"ccc-bridge {command}: {cause}\n")
+    sys.stderr.flush()
+    return EXIT_STARTUP_FAILED
+
+
+def kafka_failure(kafka: KafkaSettings, error: KafkaError) -> str:
+    if isinstance(error, KafkaConnectionError):
+        return f"cannot reach Kafka at {kafka.bootstrap_servers} (is the broker running?)"
+    return f"Kafka at {kafka.bootstrap_servers}: {error}"
+
+
+@contextmanager
+def quiet_kafka_logs() -> Iterator[Callable[[], None]]:
+    """aiokafka logs every failed connection attempt at error level; while a command reports
+    an unreachable broker in one line itself, those are noise. Yields a function that ends
+    the quiet early, once connected."""
+    logger = logging.getLogger("aiokafka")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+
+    def restore() -> None:
+        logger.setLevel(previous)
+
+    try:
+        yield restore
+    finally:
+        restore()
+
+
+def say(line: str) -> None:
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` while inside, so the command winds down in order."""
+    loop = asyncio.get_running_loop()
+    for signum in SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield
+    finally:
+        for signum in SIGNALS:
+            loop.remove_signal_handler(signum)

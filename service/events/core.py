@@ -1,0 +1,297 @@
+"""Pure logic of the event pipeline: CCC rows in, (event id, event data) out, and the cursor
+arithmetic that lets a poller resume with no gap. No I/O here; the pollers do that.
+
+CCC rows arrive as the client's response models (see service/ccc/catalog.py); only their
+attributes are read, so tests can pass any object with the same attributes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.events.models import (
+    AgentStateChanged,
+    AgentStateLogged,
+    CallAgent,
+    CallEventData,
+    CallRecordData,
+    EventData,
+    Recording,
+    SkillGroupRef,
+    SkillGroupState,
+    event_id,
+    from_ms,
+)
+
+OFFLINE = "Offline"  # ListAgentStates leaves logged-out agents out; events name the state
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    """An event ready to publish: its id, its time and its data."""
+
+    id: str
+    time: datetime
+    data: EventData
+
+
+@dataclass(frozen=True, slots=True)
+class KnownState:
+    state: str
+    since_ms: int
+
+
+def _split(text: str | None) -> list[str]:
+    return [part for part in (text or "").split(",") if part]
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# -- agent states -----------------------------------------------------------------------
+
+
+def diff_agent_states(
+    instance_id: str,
+    known: Mapping[str, KnownState] | None,
+    rows: Iterable[Any],
+    now_ms: int,
+    skill_groups: Mapping[str, list[str]],
+) -> tuple[list[Emitted], dict[str, KnownState]]:
+    """Events for what changed since the last poll, and the new picture.
+
+    `known` is None on the first poll after start: then every agent's current state is
+    emitted once as a snapshot. Agents missing from the poll have logged out.
+    """
+    current: dict[str, KnownState] = {}
+    events: list[Emitted] = []
+    for row in rows:
+        duration_s = _int(row.state_duration) or 0
+        now_state = KnownState(row.state, now_ms - duration_s * 1000)
+        current[row.agent_id] = now_state
+        before = None if known is None else known.get(row.agent_id, KnownState(OFFLINE, 0))
+        if before is not None and before.state == now_state.state:
+            current[row.agent_id] = before  # keep the first estimate of when it began
+            continue
+        events.append(
+            _state_event(
+                instance_id,
+                row.agent_id,
+                (before, now_state),
+                now_ms,
+                names=(row.login_name, row.agent_name),
+                skill_groups=skill_groups.get(row.agent_id, []),
+            )
+        )
+    for agent_id, before in (known or {}).items():
+        if agent_id not in current and before.state != OFFLINE:
+            gone = KnownState(OFFLINE, now_ms)
+            events.append(
+                _state_event(
+                    instance_id,
+                    agent_id,
+                    (before, gone),
+                    now_ms,
+                    names=(None, None),
+                    skill_groups=skill_groups.get(agent_id, []),
+                )
+            )
+    return events, current
+
+
+def _state_event(  # noqa: PLR0913 - one agent's change, spelled out
+    instance_id: str,
+    agent_id: str,
+    change: tuple[KnownState | None, KnownState],
+    now_ms: int,
+    *,
+    names: tuple[str | None, str | None],
+    skill_groups: list[str],
+) -> Emitted:
+    before, after = change
+    snapshot = before is None
+    data = AgentStateChanged(
+        instance_id=instance_id,
+        agent_id=agent_id,
+        login_name=names[0],
+        agent_name=names[1],
+        state=after.state,
+        previous_state=None if before is None else before.state,
+        state_since=from_ms(after.since_ms),
+        observed_at=from_ms(now_ms),
+        snapshot=snapshot,
+        skill_group_ids=skill_groups,
+    )
+    # A change is a fact: when it began, to the second, identifies it. A snapshot is an
+    # observation, so when it was made is part of what it is.
+    since_s = after.since_ms // 1000
+    fact = ("snapshot", now_ms) if snapshot else ("changed", before.state if before else None)
+    return Emitted(
+        event_id(data.event_type, instance_id, agent_id, after.state, since_s, *fact),
+        from_ms(now_ms if snapshot else after.since_ms),
+        data,
+    )
+
+
+# -- agent state logs ---------------------------------------------------------------------
+
+
+def state_log_events(instance_id: str, agent_id: str, entries: Sequence[Any]) -> list[Emitted]:
+    """One event per ListAgentStateLogs entry; equal entries are told apart by their order."""
+    seen: Counter[tuple[int, str, str]] = Counter()
+    events = []
+    for entry in entries:
+        at = _int(entry.state_time) or 0
+        identity = (at, entry.state or "", entry.contact_id or "")
+        seen[identity] += 1
+        data = AgentStateLogged(
+            instance_id=instance_id,
+            agent_id=agent_id,
+            state=entry.state or "",
+            state_code=entry.state_code or None,
+            state_time=from_ms(at),
+            contact_id=entry.contact_id or None,
+            connect_id=entry.connect_id or None,
+            counter_party=entry.counter_party or None,
+            skill_group_ids=_split(entry.skill_group_ids),
+        )
+        ident = event_id(data.event_type, instance_id, agent_id, *identity, seen[identity])
+        events.append(Emitted(ident, data.state_time, data))
+    return events
+
+
+def windows(start_ms: int, end_ms: int, max_ms: int) -> list[tuple[int, int]]:
+    """Half-open windows [a, b) covering [start, end), none longer than `max_ms`."""
+    if max_ms <= 0:
+        raise ValueError("max_ms must be positive")
+    return [(a, min(a + max_ms, end_ms)) for a in range(start_ms, end_ms, max_ms)]
+
+
+# -- calls --------------------------------------------------------------------------------
+
+
+class CallsCursor(BaseModel):
+    """Where the calls poller resumes. Records arrive late, so every poll re-reads
+    `lookback` before the watermark and `seen` remembers what was published there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    watermark_ms: int
+    seen: dict[str, int] = Field(default_factory=dict)  # contact id -> record start ms
+
+    def query_start(self, lookback_ms: int) -> int:
+        return self.watermark_ms - lookback_ms
+
+    def advance(self, records: Iterable[Any], query_end_ms: int, lookback_ms: int) -> CallsCursor:
+        """After every record of the query was published: forget what fell out of reach."""
+        horizon = query_end_ms - lookback_ms
+        seen = dict(self.seen)
+        seen.update({r.contact_id: _int(r.start_time) or 0 for r in records})
+        return CallsCursor(
+            watermark_ms=query_end_ms,
+            seen={contact: at for contact, at in seen.items() if at >= horizon},
+        )
+
+    def unseen(self, records: Iterable[Any]) -> list[Any]:
+        return [r for r in records if r.contact_id not in self.seen]
+
+
+def _join(record: Any, attribute: str, inner: str) -> list[Any]:
+    wrapper = getattr(record, attribute, None)
+    return list(getattr(wrapper, inner, None) or []) if wrapper is not None else []
+
+
+def call_record_event(instance_id: str, record: Any) -> Emitted:
+    ids = _split(record.skill_group_id_list)
+    names = _split(record.skill_group_names)
+    data = CallRecordData(
+        instance_id=instance_id,
+        contact_id=record.contact_id,
+        contact_type=record.contact_type,
+        contact_disposition=record.contact_disposition,
+        calling_number=record.calling_number,
+        called_number=record.called_number,
+        start_time=from_ms(_int(record.start_time) or 0),
+        duration_s=_int(record.duration),
+        agents=[
+            CallAgent(agent_id=a.agent_id, satisfaction=a.satisfaction, feedback=a.feedback)
+            for a in _join(record, "agents", "call_detail_agent")
+        ],
+        agent_names=_split(record.agent_names),
+        skill_groups=[
+            SkillGroupRef(skill_group_id=gid, skill_group_name=names[i] if i < len(names) else None)
+            for i, gid in enumerate(ids)
+        ],
+        satisfaction=_int(record.satisfaction),
+        satisfaction_desc=record.satisfaction_desc or None,
+        recordings=[
+            Recording(
+                file_name=r.file_name,
+                agent_id=r.agent_id,
+                agent_name=r.agent_name,
+                start_time=None if _int(r.start_time) is None else from_ms(int(r.start_time)),
+                duration_s=_int(r.duration),
+                file_description=r.file_description,
+            )
+            for r in _join(record, "recordings", "recording")
+        ],
+    )
+    return Emitted(event_id(data.event_type, instance_id, data.contact_id), data.start_time, data)
+
+
+def call_step_events(
+    instance_id: str, contact_id: str, steps: Sequence[Any], start_time: datetime
+) -> list[Emitted]:
+    """ListCallEventDetailByContactId's steps, numbered from 1 in the order CCC lists them."""
+    events = []
+    for seq, step in enumerate(steps, start=1):
+        data = CallEventData(
+            instance_id=instance_id,
+            contact_id=contact_id,
+            seq=seq,
+            event=step.event,
+            status=step.status,
+            time=step.time_stamp,
+            agent_name=step.agent_name or None,
+            skill_group=(step.detail_data.skill_group or None) if step.detail_data else None,
+            call_mode=step.call_mode,
+            duration_s=_int(step.duration),
+        )
+        ident = event_id(data.event_type, instance_id, contact_id, seq)
+        events.append(Emitted(ident, start_time, data))
+    return events
+
+
+# -- skill groups -------------------------------------------------------------------------
+
+
+def skill_group_events(instance_id: str, rows: Iterable[Any], now_ms: int) -> list[Emitted]:
+    """One snapshot per skill group: an observation, so its time is part of its id."""
+    events = []
+    for row in rows:
+        data = SkillGroupState(
+            instance_id=instance_id,
+            skill_group_id=row.skill_group_id,
+            skill_group_name=row.skill_group_name,
+            logged_in_agents=row.logged_in_agents or 0,
+            ready_agents=row.ready_agents or 0,
+            talking_agents=row.talking_agents or 0,
+            working_agents=row.working_agents or 0,
+            breaking_agents=row.breaking_agents or 0,
+            waiting_calls=row.waiting_calls or 0,
+            longest_call_s=row.longest_call or 0,
+            observed_at=from_ms(now_ms),
+        )
+        ident = event_id(data.event_type, instance_id, data.skill_group_id, now_ms)
+        events.append(Emitted(ident, data.observed_at, data))
+    return events

@@ -1,0 +1,1 @@
+"""Typed wrappers over aiokafka: connection options, topic administration."""

@@ -1,0 +1,121 @@
+"""Publishing to Kafka: the events themselves, and the checkpoints that say where each
+poller resumes. Both ride one aiokafka producer with acks=all."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from service.events.core import Emitted
+from service.events.models import CONTENT_TYPE, envelope
+from service.kafka.admin import describe_topics
+from service.kafka.connection import client_options
+from service.settings import KafkaSettings, TopicSettings
+
+HEADERS = [("content-type", CONTENT_TYPE.encode())]
+
+
+class PublishError(Exception):
+    """Kafka did not acknowledge a record; the caller keeps it and tries again."""
+
+
+class Producer:
+    """One aiokafka producer, started and stopped with the service (stop is idempotent)."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._producer = AIOKafkaProducer(
+            **client_options(kafka),
+            acks="all",
+            enable_idempotence=kafka.enable_idempotence,
+            compression_type=kafka.compression_type,
+            linger_ms=kafka.linger_ms,
+            request_timeout_ms=kafka.request_timeout_ms,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self._producer.stop()  # flushes what is pending
+
+    async def send_all(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        """(topic, key, value) records, returning once Kafka acknowledged every one."""
+        try:
+            futures = [
+                await self._producer.send(topic, value, key=key, headers=HEADERS)
+                for topic, key, value in records
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as error:
+            raise PublishError(f"{type(error).__name__}: {error}") from error
+
+
+class EventPublisher:
+    """Events as CloudEvents JSON, keyed so per-agent / per-call order holds."""
+
+    def __init__(self, producer: Producer, topics: TopicSettings, region: str) -> None:
+        self._producer = producer
+        self._topics = topics
+        self._region = region
+
+    def record(self, event: Emitted) -> tuple[str, bytes, bytes]:
+        cloud_event = envelope(event.data, event_id=event.id, region=self._region, time=event.time)
+        return (
+            self._topics.name(event.data.topic),
+            event.data.key().encode(),
+            cloud_event.model_dump_json().encode(),
+        )
+
+    async def publish(self, events: Sequence[Emitted]) -> None:
+        await self._producer.send_all([self.record(event) for event in events])
+
+
+class CheckpointStore:
+    """Checkpoints in a compacted topic, keyed `{instance}:{stream}`; the latest one wins.
+
+    All of them are read once at start (the topic holds one live record per key, and
+    brokers that do not compact, like the embedded one, only make that read longer).
+    """
+
+    def __init__(self, producer: Producer, kafka: KafkaSettings, topics: TopicSettings) -> None:
+        self._producer = producer
+        self._kafka = kafka
+        self._topic = topics.name("checkpoints")
+        self._latest: dict[str, dict[str, Any]] = {}
+
+    def get(self, key: str) -> Mapping[str, Any] | None:
+        return self._latest.get(key)
+
+    async def save(self, key: str, value: Mapping[str, Any]) -> None:
+        payload = json.dumps(value, separators=(",", ":")).encode()
+        await self._producer.send_all([(self._topic, key.encode(), payload)])
+        self._latest[key] = dict(value)
+
+    async def load(self) -> None:
+        found = await describe_topics(self._kafka, [self._topic])
+        if self._topic not in found:
+            return  # no checkpoint yet: every poller starts afresh
+        assigned = [TopicPartition(self._topic, p) for p in range(found[self._topic].partitions)]
+        consumer = AIOKafkaConsumer(**client_options(self._kafka), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(assigned)
+            await consumer.seek_to_beginning(*assigned)
+            ends = await consumer.end_offsets(assigned)
+            while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
+                batches = await consumer.getmany(*assigned, timeout_ms=1000)
+                for records in batches.values():
+                    for record in records:
+                        if record.key is not None and record.value is not None:
+                            self._latest[record.key.decode()] = json.loads(record.value)
+        finally:
+            await consumer.stop()

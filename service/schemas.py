@@ -1,0 +1,216 @@
+"""`ccc-bridge schemas`: the JSON Schema (draft 2020-12) of every message ccc-bridge
+publishes, and one AsyncAPI 3.0 document of its topics. Generated from the pydantic models,
+so the published contract cannot drift from the code. Messages are a table (`MESSAGES`):
+a new message kind is a row, not new code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from service.console import StartupError, add_config_argument, say, settings_from, startup_failed
+from service.events.models import CONTENT_TYPE, EVENT_TYPES, CloudEvent, EventData, dataschema
+from service.settings import Settings
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+KAFKA_BINDING_VERSION = "0.5.0"
+LOCAL_REF = "#/$defs/{model}"
+COMPONENT_REF = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One kind of message on a topic: its schema, where it goes and how it is keyed."""
+
+    name: str  # the CloudEvents type
+    schema_id: str
+    model: type[BaseModel]
+    topic: str  # a TopicSettings field
+    key: str  # how the Kafka key is made
+    action: Literal["send", "receive"]  # what the bridge does with it
+    summary: str
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def _event(data_type: type[EventData]) -> Message:
+    return Message(
+        name=data_type.event_type,
+        schema_id=dataschema(data_type),
+        model=CloudEvent[data_type],  # type: ignore[valid-type] # a model per row, at runtime
+        topic=data_type.topic,
+        key=f"{{instanceId}}:{{{_camel(data_type.subject_field)}}}",
+        action="send",
+        summary=(data_type.__doc__ or data_type.event_type).split("\n\n")[0].replace("\n", " "),
+    )
+
+
+MESSAGES: tuple[Message, ...] = tuple(_event(data_type) for data_type in EVENT_TYPES)
+
+
+def json_schema(message: Message) -> dict[str, Any]:
+    """The message's standalone JSON Schema document."""
+    return {"$schema": JSON_SCHEMA_DIALECT, "$id": message.schema_id, **_schema(message, LOCAL_REF)}
+
+
+def _schema(message: Message, ref_template: str) -> dict[str, Any]:
+    """The envelope's schema with `type` and `dataschema` pinned to this message."""
+    schema = message.model.model_json_schema(ref_template=ref_template)
+    schema["properties"]["type"]["const"] = message.name
+    schema["properties"]["dataschema"]["const"] = message.schema_id
+    return {**schema, "title": message.name, "description": message.summary}
+
+
+def asyncapi(settings: Settings, messages: Iterable[Message] = MESSAGES) -> dict[str, Any]:
+    """An AsyncAPI 3.0 document: a channel per topic, an operation per channel and action."""
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    components: dict[str, Any] = {"messages": {}, "schemas": {}}
+    for message in messages:
+        channel = channels.setdefault(message.topic, _channel(settings, message.topic))
+        channel["messages"][message.name] = {"$ref": f"#/components/messages/{message.name}"}
+        operation = operations.setdefault(
+            f"{message.action}_{message.topic}", _operation(settings, message)
+        )
+        operation["messages"].append(
+            {"$ref": f"#/channels/{message.topic}/messages/{message.name}"}
+        )
+        schema = _schema(message, COMPONENT_REF)
+        _merge_definitions(components["schemas"], schema.pop("$defs", {}))
+        components["schemas"][message.name] = schema
+        components["messages"][message.name] = _message(message)
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "ccc-bridge",
+            "version": _version(),
+            "description": "Alibaba Cloud Call Center (CCC 2017-07-05) events as CloudEvents "
+            "1.0 in structured mode on Kafka.",
+        },
+        "defaultContentType": CONTENT_TYPE,
+        "servers": {
+            "kafka": {
+                "host": settings.kafka.bootstrap_servers,
+                "protocol": "kafka",
+                "description": "The configured Kafka bootstrap servers.",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": components,
+    }
+
+
+def _channel(settings: Settings, topic: str) -> dict[str, Any]:
+    topics = settings.topics
+    return {
+        "address": topics.name(topic),
+        "messages": {},
+        "bindings": {
+            "kafka": {
+                "topic": topics.name(topic),
+                "partitions": topics.partitions,
+                "replicas": topics.replication_factor,
+                "topicConfiguration": {"retention.ms": topics.retention_ms},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _operation(settings: Settings, message: Message) -> dict[str, Any]:
+    verb = "publishes to" if message.action == "send" else "consumes"
+    return {
+        "action": message.action,
+        "channel": {"$ref": f"#/channels/{message.topic}"},
+        "summary": f"ccc-bridge {verb} {settings.topics.name(message.topic)}",
+        "messages": [],
+    }
+
+
+def _message(message: Message) -> dict[str, Any]:
+    return {
+        "name": message.name,
+        "title": message.name,
+        "summary": message.summary,
+        "contentType": CONTENT_TYPE,
+        "headers": {
+            "type": "object",
+            "properties": {"content-type": {"type": "string", "const": CONTENT_TYPE}},
+            "required": ["content-type"],
+        },
+        "payload": {"$ref": f"#/components/schemas/{message.name}"},
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": message.key},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _merge_definitions(into: dict[str, Any], definitions: dict[str, Any]) -> None:
+    """Shared models (CallAgent, ...) appear once; two different models of one name are a bug."""
+    for name, definition in definitions.items():
+        if into.setdefault(name, definition) != definition:
+            raise ValueError(f"two different schemas are both named {name}")
+
+
+def _version() -> str:
+    try:
+        return version("ccc-bridge")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def write_schemas(
+    out: Path, settings: Settings, messages: Sequence[Message] = MESSAGES
+) -> list[Path]:
+    """Write `<type>.json` per message and `asyncapi.json` into `out`; the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    documents = {f"{message.name}.json": json_schema(message) for message in messages}
+    documents["asyncapi.json"] = asyncapi(settings, messages)
+    written = []
+    for name, document in documents.items():
+        path = out / name
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "schemas",
+        help="write the JSON Schema of every message and an AsyncAPI document",
+        description="Write DIR/<CloudEvents type>.json (JSON Schema, draft 2020-12) for every "
+        "message ccc-bridge publishes, and DIR/asyncapi.json (AsyncAPI 3.0) of its topics.",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("schemas"), metavar="DIR", help="default: schemas/"
+    )
+    add_config_argument(parser)
+    parser.set_defaults(func=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args)
+        written = write_schemas(args.out, settings)
+    except StartupError as error:
+        return startup_failed("schemas", error)
+    except OSError as error:
+        return startup_failed("schemas", f"cannot write {args.out}: {error.strerror or error}")
+    for path in written:
+        say(f"wrote {path}")
+    return 0

@@ -1,0 +1,70 @@
+"""The service wired to an emulator and a broker as the integration tests run it."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import SecretStr
+
+from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, EmulatorConfig
+from service.emulator.server import EmulatorServer
+from service.settings import (
+    CccSettings,
+    KafkaSettings,
+    PollerSettings,
+    RateLimitSettings,
+    RetrySettings,
+    Settings,
+    TopicSettings,
+)
+from tests.inspection import eventually
+from tests.integration.events import Message, missing_calls, missing_transitions, read_events
+
+INSTANCE = "ccc-a"
+# 50 agents at 30x: about 100 calls within the first 20 seconds.
+BUSY = EmulatorConfig(instances=(INSTANCE,), agents=50, seed=11, speed=30)
+
+
+def service_settings(emulator: EmulatorServer, bootstrap: str) -> Settings:
+    return Settings(
+        ccc=CccSettings(
+            endpoint=emulator.url,
+            access_key_id=DEFAULT_ACCESS_KEY_ID,
+            access_key_secret=SecretStr(DEFAULT_ACCESS_KEY_SECRET),
+            instances=[INSTANCE],
+            rate_limits=RateLimitSettings(default_per_s=None),
+            retry=RetrySettings(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.1),
+        ),
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, request_timeout_ms=3000),
+        topics=TopicSettings(prefix=f"t{uuid.uuid4().hex[:8]}."),  # one broker, many tests
+        pollers=PollerSettings(
+            agent_states_interval_s=0.2,
+            agent_state_logs_interval_s=0.3,
+            agent_state_logs_settle_s=1.0,
+            agent_state_logs_backfill_s=3600,
+            calls_interval_s=0.3,
+            skill_groups_interval_s=1.0,
+            directory_refresh_s=5,
+        ),
+    )
+
+
+async def complete(emulator: EmulatorServer, settings: Settings, until_ms: int) -> list[Message]:
+    """Wait until every transition and call record up to `until_ms` is on Kafka."""
+    messages: list[Message] = []
+
+    async def covered() -> bool:
+        nonlocal messages
+        messages = await read_events(settings.kafka, settings.topics)
+        history = emulator.sim.agent_state_history()
+        calls = emulator.sim.call_history()
+        return not missing_transitions(history, messages, until_ms) and not missing_calls(
+            calls, messages, until_ms
+        )
+
+    await eventually(covered, deadline_s=60)
+    return messages
+
+
+async def calls_at_least(emulator: EmulatorServer, count: int) -> bool:
+    return len(emulator.sim.call_history()) >= count

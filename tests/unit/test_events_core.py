@@ -1,0 +1,213 @@
+"""The pure part of the event pipeline: diffs, ids, windows, cursors, conversions."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.ccc.catalog import load_catalog
+from service.events.core import (
+    CallsCursor,
+    KnownState,
+    call_record_event,
+    call_step_events,
+    diff_agent_states,
+    skill_group_events,
+    state_log_events,
+    windows,
+)
+from service.events.models import AgentStateChanged, AgentStateLogged, envelope, from_ms
+
+NOW = 1_790_000_000_000
+CATALOG = load_catalog()
+
+
+def row(agent: str, state: str, duration_s: int = 5) -> Any:
+    return SimpleNamespace(
+        agent_id=agent,
+        state=state,
+        state_duration=str(duration_s),
+        login_name=f"login-{agent}",
+        agent_name=f"Name {agent}",
+    )
+
+
+def test_first_poll_is_a_snapshot_of_every_agent() -> None:
+    events, known = diff_agent_states("i", None, [row("a", "Ready"), row("b", "Talking")], NOW, {})
+    assert [e.data.snapshot for e in events] == [True, True]  # type: ignore[attr-defined]
+    assert all(e.data.previous_state is None for e in events)  # type: ignore[attr-defined]
+    assert known == {"a": KnownState("Ready", NOW - 5000), "b": KnownState("Talking", NOW - 5000)}
+    again, _ = diff_agent_states("i", None, [row("a", "Ready")], NOW + 1, {})
+    assert again[0].id != events[0].id  # a snapshot is an observation: a new one, a new id
+
+
+def test_changes_logins_and_logouts() -> None:
+    known = {"a": KnownState("Ready", NOW - 60_000), "b": KnownState("Talking", NOW - 9_000)}
+    rows = [row("a", "Ready", 60), row("b", "ACW", 2), row("c", "Ready", 1)]
+    events, after = diff_agent_states("i", known, rows, NOW, {"b": ["sg-1"]})
+    changes = [
+        (e.data.agent_id, e.data.previous_state, e.data.state)  # type: ignore[attr-defined]
+        for e in events
+    ]
+    assert changes == [("b", "Talking", "ACW"), ("c", "Offline", "Ready")]
+    b = events[0].data
+    assert isinstance(b, AgentStateChanged)
+    assert b.skill_group_ids == ["sg-1"]
+    assert b.state_since == from_ms(NOW - 2000)
+    assert events[0].time == b.state_since
+    assert after["a"] == known["a"]  # unchanged agents keep their first estimate
+    gone, _ = diff_agent_states("i", after, [row("a", "Ready", 61)], NOW + 1000, {})
+    assert {(e.data.agent_id, e.data.state) for e in gone} == {  # type: ignore[attr-defined]
+        ("b", "Offline"),
+        ("c", "Offline"),
+    }
+
+
+def test_a_change_has_the_same_id_on_any_observer() -> None:
+    known = {"b": KnownState("Talking", NOW - 9_000)}
+    first, _ = diff_agent_states("i", known, [row("b", "ACW", 2)], NOW, {})
+    # Another replica polls 400 ms later: same change, same second it began.
+    second, _ = diff_agent_states("i", known, [row("b", "ACW", 2)], NOW + 400, {})
+    assert first[0].id == second[0].id
+    other, _ = diff_agent_states("i", known, [row("b", "Ready", 2)], NOW, {})
+    assert other[0].id != first[0].id
+
+
+def log_entry(at: int, state: str, contact: str = "") -> Any:
+    return SimpleNamespace(
+        state_time=at,
+        state=state,
+        state_code="",
+        contact_id=contact,
+        connect_id=None,
+        counter_party="",
+        skill_group_ids="sg-1,sg-2",
+    )
+
+
+def test_state_log_entries_keep_order_and_distinct_ids() -> None:
+    entries = [log_entry(NOW, "Ready"), log_entry(NOW, "Ringing", "c1"), log_entry(NOW, "Ready")]
+    events = state_log_events("i", "a", entries)
+    assert len({e.id for e in events}) == 3  # the repeated entry is told apart by its order
+    data = events[1].data
+    assert isinstance(data, AgentStateLogged)
+    assert (data.state, data.contact_id, data.skill_group_ids) == (
+        "Ringing",
+        "c1",
+        ["sg-1", "sg-2"],
+    )
+    assert [e.id for e in state_log_events("i", "a", entries)] == [e.id for e in events]
+
+
+@given(
+    start=st.integers(0, 10**13),
+    length=st.integers(0, 10**7),
+    max_ms=st.integers(1000, 10**7),
+)
+def test_windows_tile_the_range_without_gap_or_overlap(
+    start: int, length: int, max_ms: int
+) -> None:
+    parts = windows(start, start + length, max_ms)
+    assert sum(b - a for a, b in parts) == length
+    assert all(0 < b - a <= max_ms for a, b in parts)
+    assert all(parts[i][1] == parts[i + 1][0] for i in range(len(parts) - 1))
+    if parts:
+        assert (parts[0][0], parts[-1][1]) == (start, start + length)
+
+
+def test_windows_refuse_a_zero_size() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        windows(0, 10, 0)
+
+
+def cdr(contact: str, start: int) -> Any:
+    return SimpleNamespace(contact_id=contact, start_time=start)
+
+
+def test_calls_cursor_rereads_the_lookback_and_forgets_what_left_it() -> None:
+    lookback = 60_000
+    cursor = CallsCursor(watermark_ms=NOW)
+    assert cursor.query_start(lookback) == NOW - lookback
+    first = [cdr("c1", NOW - 50_000), cdr("c2", NOW - 1_000)]
+    assert cursor.unseen(first) == first
+    cursor = cursor.advance(first, NOW + 10_000, lookback)
+    late = [*first, cdr("c3", NOW - 40_000)]  # arrived late, inside the look-back
+    assert [r.contact_id for r in cursor.unseen(late)] == ["c3"]
+    cursor = cursor.advance(late, NOW + 30_000, lookback)
+    assert set(cursor.seen) == {"c2"}  # c1 and c3 started before the new horizon
+    assert CallsCursor.model_validate(cursor.model_dump()) == cursor
+
+
+def test_call_record_and_steps_from_client_models() -> None:
+    records = CATALOG["ListCallDetailRecords"].response_model.model_validate(
+        {
+            "CallDetailRecords": {
+                "TotalCount": 1,
+                "List": {
+                    "CallDetailRecord": [
+                        {
+                            "ContactId": "c9",
+                            "ContactType": "Inbound",
+                            "ContactDisposition": "Success",
+                            "CallingNumber": "138",
+                            "CalledNumber": "021",
+                            "StartTime": NOW,
+                            "Duration": 94,
+                            "AgentNames": "Wei Wang",
+                            "SkillGroupIdList": "sg-1",
+                            "SkillGroupNames": "Sales",
+                            "Satisfaction": 5,
+                            "Agents": {"CallDetailAgent": [{"AgentId": "a1"}]},
+                            "Recordings": {"Recording": [{"FileName": "r.wav", "Duration": 90}]},
+                        }
+                    ]
+                },
+            }
+        }
+    )
+    event = call_record_event("i", records.items()[0])
+    record = event.data
+    assert record.key() == "i:c9"
+    assert event.time == from_ms(NOW)
+    dumped = record.model_dump(mode="json")
+    assert dumped["duration_s"] == 94
+    assert dumped["agents"][0]["agent_id"] == "a1"
+    assert dumped["skill_groups"] == [{"skill_group_id": "sg-1", "skill_group_name": "Sales"}]
+    assert dumped["recordings"][0]["file_name"] == "r.wav"
+    assert call_record_event("i", records.items()[0]).id == event.id
+    steps = CATALOG["ListCallEventDetailByContactId"].response_model.model_validate(
+        {"Data": {"Events": {"CallEventDetail": [{"Event": "Ring"}, {"Event": "Talk"}]}}}
+    )
+    step_events = call_step_events("i", "c9", steps.items(), event.time)
+    assert [(e.data.seq, e.data.event) for e in step_events] == [(1, "Ring"), (2, "Talk")]  # type: ignore[attr-defined]
+    assert len({e.id for e in step_events} | {event.id}) == 3
+
+
+def test_skill_group_snapshot_and_envelope() -> None:
+    rows = [
+        SimpleNamespace(
+            skill_group_id="sg-1",
+            skill_group_name="Sales",
+            logged_in_agents=4,
+            ready_agents=1,
+            talking_agents=2,
+            working_agents=3,
+            breaking_agents=1,
+            waiting_calls=0,
+            longest_call=None,
+        )
+    ]
+    (event,) = skill_group_events("ccc-1", rows, NOW)
+    cloud = envelope(event.data, event_id=event.id, region="cn-shanghai", time=event.time)
+    body = cloud.model_dump(mode="json")
+    assert body["source"] == "ccc://cn-shanghai/ccc-1"
+    assert body["type"] == "com.aliyun.ccc.skillgroup.state"
+    assert body["subject"] == "sg-1"
+    assert body["time"].endswith("Z")
+    assert body["dataschema"] == "urn:ccc-bridge:schema:com.aliyun.ccc.skillgroup.state:v1"
+    assert body["data"]["longest_call_s"] == 0
+    assert event.data.key() == "ccc-1:sg-1"

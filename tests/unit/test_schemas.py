@@ -1,0 +1,153 @@
+"""`ccc-bridge schemas`: valid JSON Schemas that accept real events and reject broken ones, and
+an AsyncAPI 3.0 document whose channels, messages and references hold together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# jsonschema ships no type information (types-jsonschema is not a dependency).
+from jsonschema import Draft202012Validator, ValidationError  # type: ignore[import-untyped]
+
+from service.cli import build_parser
+from service.events.models import CONTENT_TYPE, EVENT_TYPES, dataschema
+from service.kafka.admin import EVENT_TOPICS
+from service.schemas import MESSAGES, write_schemas
+from service.settings import KafkaSettings, Settings, TopicSettings
+from tests import samples
+
+SETTINGS = Settings(
+    kafka=KafkaSettings(bootstrap_servers="kafka-1:9092"), topics=TopicSettings(prefix="acme.")
+)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("schemas") / "out"
+    write_schemas(out, SETTINGS)
+    return out
+
+
+def load(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return document
+
+
+def test_a_schema_file_per_event_type_and_an_asyncapi_document(written: Path) -> None:
+    expected = {f"{data_type.event_type}.json" for data_type in EVENT_TYPES} | {"asyncapi.json"}
+    assert {path.name for path in written.iterdir()} == expected
+
+
+@pytest.mark.parametrize("event", samples.every_type(), ids=lambda event: event.type)
+def test_schema_is_valid_and_accepts_its_event_only_whole(written: Path, event: Any) -> None:
+    schema = load(written / f"{event.type}.json")
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"] == event.dataschema == dataschema(type(event.data))
+    assert schema["title"] == event.type
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    serialized = json.loads(event.model_dump_json())
+    validator.validate(serialized)
+
+    without_data = {key: value for key, value in serialized.items() if key != "data"}
+    with pytest.raises(ValidationError, match="'data' is a required property"):
+        validator.validate(without_data)
+    other_type = {**serialized, "type": "com.aliyun.ccc.something.else"}
+    with pytest.raises(ValidationError):
+        validator.validate(other_type)
+    data_field = min(serialized["data"].keys() - {"instance_id"})
+    broken_data = {**serialized, "data": {**serialized["data"], data_field: {"not": "valid"}}}
+    with pytest.raises(ValidationError):
+        validator.validate(broken_data)
+
+
+def test_every_schema_accepts_the_snapshot_variant(written: Path) -> None:
+    event = samples.enveloped(samples.agent_changed(snapshot=True))
+    schema = load(written / f"{event.type}.json")
+    Draft202012Validator(schema).validate(json.loads(event.model_dump_json()))
+
+
+@pytest.fixture(scope="module")
+def asyncapi(written: Path) -> dict[str, Any]:
+    return load(written / "asyncapi.json")
+
+
+def test_asyncapi_has_a_channel_per_event_topic(asyncapi: dict[str, Any]) -> None:
+    assert asyncapi["asyncapi"] == "3.0.0"
+    assert asyncapi["servers"]["kafka"] == {
+        "host": "kafka-1:9092",
+        "protocol": "kafka",
+        "description": "The configured Kafka bootstrap servers.",
+    }
+    addresses = {channel["address"] for channel in asyncapi["channels"].values()}
+    assert addresses == {SETTINGS.topics.name(topic) for topic in EVENT_TOPICS}
+
+
+def test_asyncapi_has_a_message_per_event_type_on_its_topic(asyncapi: dict[str, Any]) -> None:
+    messages = asyncapi["components"]["messages"]
+    assert set(messages) == {data_type.event_type for data_type in EVENT_TYPES}
+    for data_type in EVENT_TYPES:
+        message = messages[data_type.event_type]
+        assert message["contentType"] == CONTENT_TYPE
+        assert message["headers"]["properties"]["content-type"]["const"] == CONTENT_TYPE
+        channel = asyncapi["channels"][data_type.topic]
+        assert data_type.event_type in channel["messages"]
+        assert channel["address"] == SETTINGS.topics.name(data_type.topic)
+    keys = {
+        name: message["bindings"]["kafka"]["key"]["description"]
+        for name, message in messages.items()
+    }
+    assert keys["com.aliyun.ccc.agent.state.changed"] == "{instanceId}:{agentId}"
+    assert keys["com.aliyun.ccc.call.record"] == "{instanceId}:{contactId}"
+    assert keys["com.aliyun.ccc.skillgroup.state"] == "{instanceId}:{skillGroupId}"
+
+
+def test_asyncapi_operations_send_every_message(asyncapi: dict[str, Any]) -> None:
+    sent = [
+        ref["$ref"].rsplit("/", 1)[-1]
+        for operation in asyncapi["operations"].values()
+        if operation["action"] == "send"
+        for ref in operation["messages"]
+    ]
+    assert sorted(sent) == sorted(message.name for message in MESSAGES)
+
+
+def test_command_writes_into_the_given_directory(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["schemas", "--out", str(tmp_path / "new")])
+    assert asyncio.run(args.func(args)) == 0
+    assert len(list((tmp_path / "new").glob("*.json"))) == len(EVENT_TYPES) + 1
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from refs(value)
+
+
+def test_asyncapi_references_all_resolve_inside_the_document(asyncapi: dict[str, Any]) -> None:
+    found = list(refs(asyncapi))
+    assert found
+    for ref in found:
+        assert ref.startswith("#/"), ref
+        node: Any = asyncapi
+        for part in ref[2:].split("/"):
+            node = node[part]
+        assert isinstance(node, dict), ref
+
+
+def test_asyncapi_payload_validates_a_real_event(asyncapi: dict[str, Any]) -> None:
+    """The component schemas, with their shared definitions, still validate events."""
+    for event in samples.every_type():
+        payload = asyncapi["components"]["messages"][event.type]["payload"]
+        validator = Draft202012Validator({**payload, "components": asyncapi["components"]})
+        validator.validate(json.loads(event.model_dump_json()))
