@@ -46,7 +46,7 @@ from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.ccc.client import CccClient
 from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
-from service.events.core import Emitted, diff_agent_states
+from service.events.core import Emitted, logouts, state_changes
 from service.events.models import AgentStateChanged
 from service.events.pollers import AgentStatePoller, Directory, InstancePorts
 from service.kafka.admin import describe_topics, ensure_topics
@@ -159,14 +159,14 @@ async def warm_up(url: str) -> int:
 
 
 class CountingPublisher:
-    """The real publisher, counting what each cycle hands it."""
+    """The real publisher, counting the events it is handed."""
 
     def __init__(self, publisher: EventPublisher) -> None:
         self._publisher = publisher
-        self.counts: list[int] = []
+        self.total = 0
 
     async def publish(self, events: Sequence[Emitted]) -> None:
-        self.counts.append(len(events))
+        self.total += len(events)
         await self._publisher.publish(events)
 
 
@@ -209,13 +209,17 @@ async def throughput(
     before = [row async for row in ports.ccc.iter_items(*LIST)]
     after = changed_rows(before)
     now_ms = ports.ccc.server_time_ms()
-    _, known = diff_agent_states(INSTANCE, None, before, now_ms, skill_groups)
-    events, _ = diff_agent_states(INSTANCE, known, after, now_ms, skill_groups)
+    _, known = state_changes(INSTANCE, None, before, now_ms, skill_groups)
+
+    def diff() -> list[Emitted]:  # what the poller does over a whole poll
+        changes, current = state_changes(INSTANCE, known, after, now_ms, skill_groups)
+        return changes + logouts(INSTANCE, known, current, now_ms, skill_groups)
+
+    events = diff()
     records = [publisher.record(event) for event in events]
 
     async def ours() -> None:
-        emitted, _ = diff_agent_states(INSTANCE, known, after, now_ms, skill_groups)
-        await publisher.publish(emitted)
+        await publisher.publish(diff())
 
     async def ceiling() -> None:
         futures = [
@@ -243,11 +247,16 @@ async def poll_cycle(
     async def fetch() -> None:
         rows[:] = [row async for row in ports.ccc.iter_items(*LIST)]
 
-    figures.cycle_ours_s, figures.cycle_bare_s = await interleaved(
-        rounds, lambda: poller.cycle(stop), fetch
-    )
+    per_cycle: list[int] = []
+
+    async def cycle() -> None:
+        before = counting.total
+        await poller.cycle(stop)
+        per_cycle.append(counting.total - before)
+
+    figures.cycle_ours_s, figures.cycle_bare_s = await interleaved(rounds, cycle, fetch)
     figures.rows_per_cycle = len(rows)
-    figures.events_per_cycle = statistics.median(counting.counts[1:])
+    figures.events_per_cycle = statistics.median(per_cycle)
 
     # (4) What one cycle holds at once (rows, events, records); tracemalloc slows every
     # allocation, so it runs for this one cycle and not during (3).
@@ -309,7 +318,11 @@ def latest(transitions: list[tuple[int, str]], until_ms: float, state: str) -> i
 async def tail_while_serving(settings: Settings, seconds: float) -> list[tuple[float, str, str]]:
     """(wall ms when read, agent, state) of every change event while the service runs."""
     topic = settings.topics.name("agent_states")
-    consumer = AIOKafkaConsumer(**client_options(settings.kafka), enable_auto_commit=False)
+    # A reader that asks often: the broker holds a fetch up to fetch_max_wait_ms (500 ms by
+    # default) and that wait is the reader's, not the pipeline's.
+    consumer = AIOKafkaConsumer(
+        **client_options(settings.kafka), enable_auto_commit=False, fetch_max_wait_ms=10
+    )
     await consumer.start()
     stop = asyncio.Event()
     service: asyncio.Task[None] | None = None

@@ -72,6 +72,7 @@ class CccSettings(Section):
     connect_timeout_s: float = Field(3.0, gt=0)
     read_timeout_s: float = Field(10.0, gt=0)
     max_connections: int = Field(64, ge=1)
+    page_concurrency: int = Field(4, ge=1)  # pages of one list asked for at once
     retry: RetrySettings = Field(default_factory=RetrySettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 

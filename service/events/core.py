@@ -47,6 +47,9 @@ class KnownState:
     since_ms: int
 
 
+LOGGED_OUT = KnownState(OFFLINE, 0)  # what an agent unknown to the last poll was
+
+
 def _split(text: str | None) -> list[str]:
     return [part for part in (text or "").split(",") if part]
 
@@ -61,28 +64,28 @@ def _int(value: Any) -> int | None:
 # -- agent states -----------------------------------------------------------------------
 
 
-def diff_agent_states(
+def state_changes(
     instance_id: str,
     known: Mapping[str, KnownState] | None,
     rows: Iterable[Any],
     now_ms: int,
     skill_groups: Mapping[str, list[str]],
 ) -> tuple[list[Emitted], dict[str, KnownState]]:
-    """Events for what changed since the last poll, and the new picture.
+    """Events for what changed since the last poll (`known`), as far as these rows (one
+    page of ListAgentStates) tell, and their part of the new picture.
 
     `known` is None on the first poll after start: then every agent's current state is
-    emitted once as a snapshot. Agents missing from the poll have logged out.
+    emitted once as a snapshot. `logouts` finishes the diff once every page is in.
     """
     current: dict[str, KnownState] = {}
     events: list[Emitted] = []
     for row in rows:
-        duration_s = _int(row.state_duration) or 0
-        now_state = KnownState(row.state, now_ms - duration_s * 1000)
-        current[row.agent_id] = now_state
-        before = None if known is None else known.get(row.agent_id, KnownState(OFFLINE, 0))
-        if before is not None and before.state == now_state.state:
+        before = None if known is None else known.get(row.agent_id, LOGGED_OUT)
+        if before is not None and before.state == row.state:
             current[row.agent_id] = before  # keep the first estimate of when it began
             continue
+        duration_s = _int(row.state_duration) or 0
+        now_state = current[row.agent_id] = KnownState(row.state, now_ms - duration_s * 1000)
         events.append(
             _state_event(
                 instance_id,
@@ -93,6 +96,18 @@ def diff_agent_states(
                 skill_groups=skill_groups.get(row.agent_id, []),
             )
         )
+    return events, current
+
+
+def logouts(
+    instance_id: str,
+    known: Mapping[str, KnownState] | None,
+    current: Mapping[str, KnownState],
+    now_ms: int,
+    skill_groups: Mapping[str, list[str]],
+) -> list[Emitted]:
+    """The rest of the diff, once every page is in: agents no page listed have logged out."""
+    events = []
     for agent_id, before in (known or {}).items():
         if agent_id not in current and before.state != OFFLINE:
             gone = KnownState(OFFLINE, now_ms)
@@ -106,7 +121,7 @@ def diff_agent_states(
                     skill_groups=skill_groups.get(agent_id, []),
                 )
             )
-    return events, current
+    return events
 
 
 def _state_event(  # noqa: PLR0913 - one agent's change, spelled out

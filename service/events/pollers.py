@@ -25,8 +25,9 @@ from service.events.core import (
     KnownState,
     call_record_event,
     call_step_events,
-    diff_agent_states,
+    logouts,
     skill_group_events,
+    state_changes,
     state_log_events,
     windows,
 )
@@ -40,6 +41,7 @@ MAX_PUBLISH_BACKOFF_S = 5.0
 
 class Ccc(Protocol):
     async def call(self, action: str, params: Mapping[str, Any] | None = None) -> Any: ...
+    def pages(self, action: str, params: Mapping[str, Any] | None = None) -> AsyncIterator[Any]: ...
     def iter_items(
         self, action: str, params: Mapping[str, Any] | None = None
     ) -> AsyncIterator[Any]: ...
@@ -128,7 +130,11 @@ async def poll_loop(cycle: Cycle, interval_s: float, stop: asyncio.Event) -> Non
 
 
 class AgentStatePoller:
-    """ListAgentStates, every page, diffed against the previous poll."""
+    """ListAgentStates, every page, diffed against the previous poll.
+
+    Each page is diffed and its events sent while the next pages are still on their way,
+    so a cycle over thousands of agents costs little more than reading them.
+    """
 
     def __init__(self, ports: InstancePorts) -> None:
         self._ports = ports
@@ -136,15 +142,32 @@ class AgentStatePoller:
 
     async def cycle(self, stop: asyncio.Event) -> None:
         ports = self._ports
-        params = {"InstanceId": ports.instance_id}
-        rows = [row async for row in ports.ccc.iter_items("ListAgentStates", params)]
+        groups = await ports.directory.agents()
+        current: dict[str, KnownState] = {}
+        events: list[Emitted] = []
+        sending: list[asyncio.Task[None]] = []
         now_ms = ports.ccc.server_time_ms()
-        skill_groups = await ports.directory.agents()
-        events, known = diff_agent_states(
-            ports.instance_id, self._known, rows, now_ms, skill_groups
-        )
-        if await until_acked(partial(ports.publisher.publish, events), stop):
-            self._known = known
+        async for page in ports.ccc.pages("ListAgentStates", {"InstanceId": ports.instance_id}):
+            now_ms = ports.ccc.server_time_ms()
+            changes, seen = state_changes(
+                ports.instance_id, self._known, page.items(), now_ms, groups
+            )
+            current |= seen
+            events += changes
+            sending.append(asyncio.create_task(ports.publisher.publish(changes)))
+        gone = logouts(ports.instance_id, self._known, current, now_ms, groups)
+        events += gone
+        sending.append(asyncio.create_task(ports.publisher.publish(gone)))
+        outcomes = await asyncio.gather(*sending, return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        unexpected = [o for o in failed if not isinstance(o, PublishError)]
+        if unexpected:
+            raise unexpected[0]
+        # Something was not acknowledged: send the whole cycle again until it is (the
+        # same ids, so consumers drop the copies).
+        if failed and not await until_acked(partial(ports.publisher.publish, events), stop):
+            return
+        self._known = current
 
 
 class StateLogPoller:

@@ -11,10 +11,12 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from service.events.core import Emitted
 from service.events.models import CONTENT_TYPE, AgentStateChanged, CloudEvent, EventData
 from service.events.render import render
 from service.events.tail import follow
 from service.kafka.admin import ensure_topics
+from service.kafka.producer import EventPublisher, Producer
 from service.settings import KafkaSettings, TopicSettings
 from tests import samples
 from tests.integration.kafka_io import (
@@ -135,7 +137,14 @@ async def test_a_confluent_kafka_consumer_reads_our_events(
     await ensure_topics(kafka_settings, topic_settings)
     topic = topic_settings.name("agent_states")
     event = samples.enveloped(samples.agent_changed())
-    await produce_events(kafka_settings, topic, [event])
+    # Published exactly as the service publishes: its producer, envelope and headers.
+    producer = Producer(kafka_settings)
+    await producer.start()
+    try:
+        publisher = EventPublisher(producer, topic_settings, event.source.split("/")[2])
+        await publisher.publish([Emitted(event.id, event.time, event.data)])
+    finally:
+        await producer.stop()
 
     def consume_one() -> Message:
         consumer = Consumer(

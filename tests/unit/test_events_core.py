@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 from service.ccc.catalog import load_catalog
 from service.events.core import (
     CallsCursor,
+    Emitted,
     KnownState,
     call_record_event,
     call_step_events,
-    diff_agent_states,
+    logouts,
     skill_group_events,
+    state_changes,
     state_log_events,
     windows,
 )
@@ -24,6 +26,18 @@ from service.events.models import AgentStateChanged, AgentStateLogged, envelope,
 
 NOW = 1_790_000_000_000
 CATALOG = load_catalog()
+
+
+def diff_agent_states(
+    instance_id: str,
+    known: dict[str, KnownState] | None,
+    rows: list[Any],
+    now_ms: int,
+    groups: dict[str, list[str]],
+) -> tuple[list[Emitted], dict[str, KnownState]]:
+    """A whole poll: every page's changes, then the logouts."""
+    events, current = state_changes(instance_id, known, rows, now_ms, groups)
+    return events + logouts(instance_id, known, current, now_ms, groups), current
 
 
 def row(agent: str, state: str, duration_s: int = 5) -> Any:
