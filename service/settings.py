@@ -112,7 +112,7 @@ class KafkaSettings(Section):
     # Producer: acks=all always; idempotence needs a broker that supports it (Tansu does not).
     enable_idempotence: bool = False
     compression_type: Literal["gzip", "lz4", "snappy", "zstd"] | None = "gzip"
-    linger_ms: int = Field(5, ge=0)
+    linger_ms: int = Field(2, ge=0)
     request_timeout_ms: int = Field(15_000, ge=1000)
 
 
