@@ -42,7 +42,7 @@ class EmbeddedBroker:
     """Tansu on 127.0.0.1:`port` (0: a free port, kept across `restart()`)."""
 
     def __init__(
-        self, port: int = 0, *, ready_timeout_s: float = 15.0, stop_timeout_s: float = 5.0
+        self, port: int = 0, *, ready_timeout_s: float = 15.0, stop_timeout_s: float = 2.0
     ) -> None:
         self._port = port
         self._ready_timeout_s = ready_timeout_s

@@ -36,16 +36,17 @@ class Producer:
             linger_ms=kafka.linger_ms,
             request_timeout_ms=kafka.request_timeout_ms,
         )
-        self._started = False
+        self._stopped = False
 
     async def start(self) -> None:
         await self._producer.start()
-        self._started = True
 
     async def stop(self) -> None:
-        if self._started:
-            self._started = False
-            await self._producer.stop()  # flushes what is pending
+        """Flush what is pending and close; also after a failed start, which leaves the
+        client half-open."""
+        if not self._stopped:
+            self._stopped = True
+            await self._producer.stop()
 
     async def send_all(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
         """(topic, key, value) records, returning once Kafka acknowledged every one."""
