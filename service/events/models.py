@@ -6,6 +6,7 @@ consumer silently misses. Field names are snake_case; times are RFC 3339 UTC.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Generic, Literal, TypeVar
@@ -24,9 +25,22 @@ CONTENT_TYPE = "application/cloudevents+json"
 ID_NAMESPACE = uuid.UUID("5a1f3b0e-2c47-4c55-9a0e-cc0b71d9e000")
 
 
+_NAMESPACE_BYTES = ID_NAMESPACE.bytes
+
+
 def event_id(*parts: object) -> str:
-    """A deterministic id: the same CCC fact gives the same id on any replica, any time."""
-    return str(uuid.uuid5(ID_NAMESPACE, "|".join(str(p) for p in parts)))
+    """A deterministic id: the same CCC fact gives the same id on any replica, any time.
+
+    It is `str(uuid.uuid5(ID_NAMESPACE, "|".join(parts)))` (RFC 4122 section 4.3, a test
+    holds the two equal), computed without building a UUID object: half the cost, and ids
+    are made once per event (bench/events.py).
+    """
+    name = "|".join(map(str, parts)).encode()
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    hex_id = digest.hex()
+    return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
 
 
 def _to_utc(value: datetime) -> datetime:

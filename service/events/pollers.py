@@ -132,8 +132,8 @@ async def poll_loop(cycle: Cycle, interval_s: float, stop: asyncio.Event) -> Non
 class AgentStatePoller:
     """ListAgentStates, every page, diffed against the previous poll.
 
-    Each page is diffed and its events sent while the next pages are still on their way,
-    so a cycle over thousands of agents costs little more than reading them.
+    Each page is diffed while the next pages are still on their way, so a cycle over
+    thousands of agents costs little more than reading them.
     """
 
     def __init__(self, ports: InstancePorts) -> None:
@@ -145,7 +145,6 @@ class AgentStatePoller:
         groups = await ports.directory.agents()
         current: dict[str, KnownState] = {}
         events: list[Emitted] = []
-        sending: list[asyncio.Task[None]] = []
         now_ms = ports.ccc.server_time_ms()
         async for page in ports.ccc.pages("ListAgentStates", {"InstanceId": ports.instance_id}):
             now_ms = ports.ccc.server_time_ms()
@@ -154,20 +153,10 @@ class AgentStatePoller:
             )
             current |= seen
             events += changes
-            sending.append(asyncio.create_task(ports.publisher.publish(changes)))
-        gone = logouts(ports.instance_id, self._known, current, now_ms, groups)
-        events += gone
-        sending.append(asyncio.create_task(ports.publisher.publish(gone)))
-        outcomes = await asyncio.gather(*sending, return_exceptions=True)
-        failed = [o for o in outcomes if isinstance(o, BaseException)]
-        unexpected = [o for o in failed if not isinstance(o, PublishError)]
-        if unexpected:
-            raise unexpected[0]
-        # Something was not acknowledged: send the whole cycle again until it is (the
-        # same ids, so consumers drop the copies).
-        if failed and not await until_acked(partial(ports.publisher.publish, events), stop):
-            return
-        self._known = current
+        events += logouts(ports.instance_id, self._known, current, now_ms, groups)
+        # One publish for the cycle: the producer packs it into a batch per partition.
+        if await until_acked(partial(ports.publisher.publish, events), stop):
+            self._known = current
 
 
 class StateLogPoller:

@@ -10,9 +10,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from service.events.core import Emitted
-from service.events.models import CONTENT_TYPE, envelope
+from service.events.models import CONTENT_TYPE, EVENT_TYPES, envelope
 from service.kafka.admin import describe_topics
 from service.kafka.connection import client_options
 from service.settings import KafkaSettings, TopicSettings
@@ -36,6 +38,7 @@ class Producer:
             linger_ms=kafka.linger_ms,
             request_timeout_ms=kafka.request_timeout_ms,
         )
+        self._partitioner = DefaultPartitioner()
         self._stopped = False
 
     async def start(self) -> None:
@@ -49,12 +52,33 @@ class Producer:
             await self._producer.stop()
 
     async def send_all(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        """(topic, key, value) records, returning once Kafka acknowledged every one."""
+        """(topic, key, value) records, returning once Kafka acknowledged every one.
+
+        Records are packed into a batch per partition here rather than handed over one by
+        one: a third less CPU per record (bench/events.py). The partition is the key's, by
+        Kafka's default partitioner, as any other producer of these keys would choose.
+        """
         try:
-            futures = [
-                await self._producer.send(topic, value, key=key, headers=HEADERS)
-                for topic, key, value in records
-            ]
+            futures = []
+            batches: dict[tuple[str, int], BatchBuilder] = {}
+            partitions: dict[str, list[int]] = {}
+            for topic, key, value in records:
+                if topic not in partitions:
+                    partitions[topic] = sorted(await self._producer.partitions_for(topic))
+                where = (topic, self._partitioner(key, partitions[topic], partitions[topic]))
+                batch = batches.get(where)
+                if batch is not None and batch.append(
+                    timestamp=None, key=key, value=value, headers=HEADERS
+                ):
+                    continue
+                if batch is not None:  # full: it goes now, a new one takes the record
+                    futures.append(
+                        await self._producer.send_batch(batch, topic, partition=where[1])
+                    )
+                batch = batches[where] = self._producer.create_batch()
+                batch.append(timestamp=None, key=key, value=value, headers=HEADERS)
+            for (topic, partition), batch in batches.items():
+                futures.append(await self._producer.send_batch(batch, topic, partition=partition))
             await asyncio.gather(*futures)
         except KafkaError as error:
             raise PublishError(f"{type(error).__name__}: {error}") from error
@@ -65,13 +89,13 @@ class EventPublisher:
 
     def __init__(self, producer: Producer, topics: TopicSettings, region: str) -> None:
         self._producer = producer
-        self._topics = topics
+        self._topic_names = {t.topic: topics.name(t.topic) for t in EVENT_TYPES}
         self._region = region
 
     def record(self, event: Emitted) -> tuple[str, bytes, bytes]:
         cloud_event = envelope(event.data, event_id=event.id, region=self._region, time=event.time)
         return (
-            self._topics.name(event.data.topic),
+            self._topic_names[event.data.topic],
             event.data.key().encode(),
             cloud_event.model_dump_json().encode(),
         )

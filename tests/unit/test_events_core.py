@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +23,14 @@ from service.events.core import (
     state_log_events,
     windows,
 )
-from service.events.models import AgentStateChanged, AgentStateLogged, envelope, from_ms
+from service.events.models import (
+    ID_NAMESPACE,
+    AgentStateChanged,
+    AgentStateLogged,
+    envelope,
+    event_id,
+    from_ms,
+)
 
 NOW = 1_790_000_000_000
 CATALOG = load_catalog()
@@ -225,3 +233,9 @@ def test_skill_group_snapshot_and_envelope() -> None:
     assert body["dataschema"] == "urn:ccc-bridge:schema:com.aliyun.ccc.skillgroup.state:v1"
     assert body["data"]["longest_call_s"] == 0
     assert event.data.key() == "ccc-1:sg-1"
+
+
+@given(st.lists(st.one_of(st.text(), st.integers(), st.none()), max_size=8))
+def test_event_id_is_uuid5_of_the_joined_parts(parts: list[object]) -> None:
+    expected = uuid.uuid5(ID_NAMESPACE, "|".join(str(p) for p in parts))
+    assert event_id(*parts) == str(expected)
