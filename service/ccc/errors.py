@@ -9,6 +9,7 @@ A side-effecting call is retried only when both say so; a read whenever it is re
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 AUTH_CODES = frozenset(
@@ -126,12 +127,21 @@ class CccTimeoutError(CccTransportError):
         super().__init__(message, action=action, sent=True)
 
 
+# The gateway quotes its string to sign in SignatureDoesNotMatch; with STS or bearer auth
+# that string holds a credential. `&` separates its pairs as %26 (it is encoded twice).
+_SIGNED_CREDENTIAL = re.compile(r"(SecurityToken|BearerToken)%3D.*?(?=%26|$)")
+
+
+def _scrub(message: str) -> str:
+    return _SIGNED_CREDENTIAL.sub(r"\1%3D***", message)
+
+
 def error_from_response(
     action: str, http_status: int, body: dict[str, Any], retry_after: float | None
 ) -> CccApiError:
     """Map an error body (either casing, as the Tea SDK reads it) to its exception."""
     code = str(body.get("Code") or body.get("code") or f"HTTP{http_status}")
-    message = str(body.get("Message") or body.get("message") or "")
+    message = _scrub(str(body.get("Message") or body.get("message") or ""))
     request_id = body.get("RequestId") or body.get("requestId")
     kind: type[CccApiError]
     if code.startswith("Throttling"):

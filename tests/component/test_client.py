@@ -240,3 +240,13 @@ async def test_bearer_and_sts_modes(emulator: EmulatorServer, mode: str) -> None
 
 def _seconds(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339).timestamp()
+
+
+async def test_a_signature_error_never_carries_the_sts_token(emulator: EmulatorServer) -> None:
+    wrong_secret = GOOD_AUTH["sts"] | {"access_key_secret": SecretStr("not-the-secret")}
+    async with CccClient(settings(emulator.url, **wrong_secret)) as ccc:
+        with pytest.raises(CccAuthError) as info:
+            await ccc.call("GetInstance", {"InstanceId": INSTANCE})
+    assert info.value.code == "SignatureDoesNotMatch"
+    assert "server string to sign is:" in str(info.value)
+    assert "sts-security-token" not in str(info.value)

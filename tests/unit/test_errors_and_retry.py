@@ -132,3 +132,16 @@ def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
 )
 def test_retry_after_header(headers: dict[str, str], expected: float | None) -> None:
     assert retry_after_seconds(headers) == expected
+
+
+def test_credentials_in_the_servers_string_to_sign_are_masked() -> None:
+    text = (
+        "Specified signature is not matched with our calculation. server string to sign is:"
+        "POST&%2F&AccessKeyId%3DSTS.k%26SecurityToken%3Dsts%252Btok%253D%26Version%3D2017"
+    )
+    error = error_from_response(
+        "GetInstance", 400, {"Code": "SignatureDoesNotMatch", "Message": text}, None
+    )
+    assert "sts%252Btok" not in str(error)
+    assert "SecurityToken%3D***%26Version%3D2017" in error.message
+    assert "AccessKeyId%3DSTS.k" in error.message  # the rest stays, for comparing
