@@ -5,7 +5,7 @@ run, interleaved round by round so machine noise hits each alike. Prints calls/s
 and concurrency, and the two ratios the foundation issue sets targets for:
 ours / Alibaba async SDK (target >= 2.5) and ours / bare aiohttp (target >= 0.67).
 
-    .venv/bin/python bench/client.py [--calls 400] [--rounds 3]
+    .venv/bin/python -m bench.client [--calls 400] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 from alibabacloud_ccc20170705 import models as tea_models
@@ -27,30 +25,16 @@ from alibabacloud_ccc20170705.client import Client as TeaClient
 from alibabacloud_tea_openapi import models as tea_openapi
 from pydantic import SecretStr
 
+from bench.emulator_process import start_emulator, stop_process
 from service.ccc.catalog import API_VERSION
 from service.ccc.client import CccClient
 from service.ccc.signing import AccessKey, authorize, form_encode
 from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
 from service.settings import CccSettings, RateLimitSettings
 
-ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = "ccc-bench"
 Call = Callable[[], Awaitable[object]]
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    """The emulator in its own process, so its CPU does not count against the clients."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "emulator", "--port", "0", "--instance", INSTANCE],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    url = next(word.split("=", 1)[1] for word in line.split() if word.startswith("url="))
-    return process, url
 
 
 def ours(client: CccClient) -> Call:
@@ -141,12 +125,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=400, help="calls per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     args = parser.parse_args()
-    process, url = start_emulator()
+    process, url = start_emulator("--instance", INSTANCE)
     try:
         results = asyncio.run(measure(url, args.calls, args.rounds))
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
     print(f"ListAgentStates against the emulator at {url}, {args.calls} calls x {args.rounds}")
     print(f"{'client':<15}{'concurrency':>12}{'calls/s':>10}")
     for (name, concurrency), value in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):

@@ -13,7 +13,7 @@ neither one's CPU counts against ours. Prints four figures and the targets issue
 
 (1) and (2) alternate ours and the baseline round by round and report medians.
 
-    .venv/bin/python bench/events.py [--agents 5000] [--rounds 5] [--latency-seconds 60]
+    .venv/bin/python -m bench.events [--agents 5000] [--rounds 5] [--latency-seconds 60]
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import dataclasses
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -35,13 +34,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import SecretStr
 
+from bench.emulator_process import start_emulator, stop_process
 from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.ccc.client import CccClient
@@ -62,7 +61,6 @@ from service.settings import (
     TopicSettings,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = "ccc-bench"
 LIST = ("ListAgentStates", {"InstanceId": INSTANCE})
 CHANGED = AgentStateChanged.event_type
@@ -85,23 +83,6 @@ class Figures:
     latencies_ms: list[float] | None = None
     unmatched: int = 0
     rss_after_service_kb: int = 0
-
-
-def start_emulator(agents: int, speed: float) -> tuple[subprocess.Popen[str], str]:
-    """The emulator in its own process, so its CPU does not count against ours."""
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "service", "emulator", "--port", "0"),
-            *("--instance", INSTANCE, "--agents", str(agents), "--speed", str(speed)),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    url = next(word.split("=", 1)[1] for word in line.split() if word.startswith("url="))
-    return process, url
 
 
 def ccc_settings(url: str) -> CccSettings:
@@ -417,17 +398,13 @@ def main() -> int:
         # Two emulators: the busy one for (1) and (2); at speed 1 for (3), where simulated
         # time is wall time. An emulator only works when asked, so the idle one costs nothing.
         for speed in (args.speed, 1.0):
-            process, url = start_emulator(args.agents, speed)
+            flags = ("--instance", INSTANCE, "--agents", str(args.agents), "--speed", str(speed))
+            process, url = start_emulator(*flags)
             stack.callback(stop_process, process)
             urls.append(url)
         figures = asyncio.run(measure(args, *urls))
     report(args, figures)
     return 0
-
-
-def stop_process(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    process.wait(timeout=10)
 
 
 if __name__ == "__main__":
