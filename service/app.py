@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Callable
 
 import structlog
@@ -130,4 +131,13 @@ async def run(args: argparse.Namespace) -> int:
             await run_service(settings, stop, on_ready=connected)
     except StartupError as error:
         return startup_failed("run", error)
+    except ExceptionGroup as group:
+        # A poller met what a retry cannot mend (credentials revoked, an instance gone):
+        # crash-only, the process ends and its supervisor restarts it from the checkpoints.
+        failures = group.subgroup(CccError)
+        if failures is None:
+            raise
+        first = failures.exceptions[0]
+        sys.stderr.write(f"ccc-bridge run: stopped: {first}\n")
+        return 1
     return 0

@@ -45,6 +45,7 @@ async def start_service(settings: Settings, config: Path) -> asyncio.subprocess.
         "--config",
         str(config),
         env=env,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
@@ -144,3 +145,24 @@ def moves_on(emulator: EmulatorServer, transitions: int) -> Callable[[], Awaitab
         return len(emulator.sim.agent_state_history()) > start + transitions
 
     return check
+
+
+async def test_revoked_credentials_stop_the_service_with_one_line(
+    broker: EmbeddedBroker, emulator_busy: EmulatorServer, tmp_path: Path
+) -> None:
+    """Crash-only: credentials revoked mid-run end the process (exit 1), saying why last."""
+    settings = service_settings(emulator_busy, broker.bootstrap_servers)
+    service = await start_service(settings, tmp_path / "service.yaml")
+    try:
+        await eventually(partial(published, settings, 50), deadline_s=60)
+        emulator_busy.config.access_keys.clear()  # the key is revoked
+        _, errors = await asyncio.wait_for(service.communicate(), timeout=60)
+    finally:
+        if service.returncode is None:
+            service.kill()
+            await service.wait()
+    assert service.returncode == 1
+    last = errors.decode().strip().splitlines()[-1]
+    assert last.startswith("ccc-bridge run: stopped: ")
+    assert "InvalidAccessKeyId.NotFound" in last
+    assert "Traceback" not in errors.decode()
