@@ -29,8 +29,12 @@ from bench.emulator_process import start_emulator, stop_process
 from service.ccc.catalog import API_VERSION
 from service.ccc.client import CccClient
 from service.ccc.signing import AccessKey, authorize, form_encode
-from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
-from service.settings import CccSettings, RateLimitSettings
+from service.emulator.config import (
+    DEFAULT_ACCESS_KEY_ID,
+    DEFAULT_ACCESS_KEY_SECRET,
+    client_settings,
+)
+from service.settings import RateLimitSettings
 
 INSTANCE = "ccc-bench"
 Call = Callable[[], Awaitable[object]]
@@ -89,12 +93,8 @@ async def rate(call: Call, calls: int, concurrency: int) -> float:
 
 
 async def measure(url: str, calls: int, rounds: int) -> dict[tuple[str, int], float]:
-    settings = CccSettings(
-        endpoint=url,
-        access_key_id=DEFAULT_ACCESS_KEY_ID,
-        access_key_secret=SecretStr(DEFAULT_ACCESS_KEY_SECRET),
-        rate_limits=RateLimitSettings(default_per_s=None),  # measure the client, not the limit
-    )
+    # Rate limits off: measure the client, not the limit.
+    settings = client_settings(url, rate_limits=RateLimitSettings(default_per_s=None))
     tea = TeaClient(
         tea_openapi.Config(
             access_key_id=DEFAULT_ACCESS_KEY_ID,

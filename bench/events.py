@@ -38,13 +38,14 @@ from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pydantic import SecretStr
 
 from bench.emulator_process import start_emulator, stop_process
 from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.ccc.client import CccClient
-from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
+from service.emulator.config import (
+    client_settings,
+)
 from service.events.core import Emitted, logouts, state_changes
 from service.events.models import AgentStateChanged
 from service.events.pollers import AgentStatePoller, Directory, InstancePorts
@@ -86,12 +87,8 @@ class Figures:
 
 
 def ccc_settings(url: str) -> CccSettings:
-    return CccSettings(
-        endpoint=url,
-        access_key_id=DEFAULT_ACCESS_KEY_ID,
-        access_key_secret=SecretStr(DEFAULT_ACCESS_KEY_SECRET),
-        instances=[INSTANCE],
-        rate_limits=RateLimitSettings(default_per_s=None),  # measure the code, not the limit
+    return client_settings(  # rate limits off: measure the code, not the limit
+        url, instances=[INSTANCE], rate_limits=RateLimitSettings(default_per_s=None)
     )
 
 

@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import contextlib
 
-from pydantic import SecretStr
-
 from service.app import run_service
 from service.broker import BrokerError, EmbeddedBroker
 from service.console import (
@@ -22,12 +20,15 @@ from service.console import (
     startup_failed,
     stop_on_signals,
 )
-from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, EmulatorConfig
+from service.emulator.config import (
+    EmulatorConfig,
+    client_settings,
+)
 from service.emulator.server import EmulatorServer
 from service.events.models import AgentStateChanged, CallRecordData, SkillGroupState
 from service.events.tail import follow
 from service.kafka.admin import EVENT_TOPICS
-from service.settings import CccSettings, KafkaSettings, PollerSettings, Settings
+from service.settings import KafkaSettings, PollerSettings, Settings
 
 INSTANCE = "ccc-demo"
 # What a person watching wants: who is doing what, and how calls went. The state log and
@@ -52,12 +53,7 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def demo_settings(emulator: EmulatorServer, broker: EmbeddedBroker) -> Settings:
     return Settings(
-        ccc=CccSettings(
-            endpoint=emulator.url,
-            access_key_id=DEFAULT_ACCESS_KEY_ID,
-            access_key_secret=SecretStr(DEFAULT_ACCESS_KEY_SECRET),
-            instances=[INSTANCE],
-        ),
+        ccc=client_settings(emulator.url, instances=[INSTANCE]),
         kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
         pollers=PollerSettings(
             agent_states_interval_s=1.0,

@@ -5,10 +5,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import SecretStr
+
+from service.settings import CccSettings
 
 DEFAULT_ACCESS_KEY_ID = "emulator-access-key"
 # A published development credential: the emulator is for laptops and tests, never production.
 DEFAULT_ACCESS_KEY_SECRET = "emulator-access-secret"  # noqa: S105
+
+
+def client_settings(url: str, **overrides: Any) -> CccSettings:
+    """Settings of a CCC client for the emulator at `url`, with its development key."""
+    values: dict[str, Any] = {
+        "endpoint": url,
+        "access_key_id": DEFAULT_ACCESS_KEY_ID,
+        "access_key_secret": SecretStr(DEFAULT_ACCESS_KEY_SECRET),
+    }
+    return CccSettings(**(values | overrides))
 
 
 @dataclass(frozen=True)

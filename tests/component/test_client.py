@@ -24,7 +24,9 @@ from service.ccc.errors import (
     CccTimeoutError,
     CccTransportError,
 )
-from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
+from service.emulator.config import (
+    client_settings,
+)
 from service.emulator.server import EmulatorServer
 from service.settings import CccSettings, RateLimitSettings, RetrySettings
 from tests.inspection import codes, eventually, fault, inspect
@@ -34,14 +36,12 @@ RETRY = RetrySettings(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05
 
 
 def settings(url: str, **overrides: Any) -> CccSettings:
-    values: dict[str, Any] = {
-        "endpoint": url,
-        "access_key_id": DEFAULT_ACCESS_KEY_ID,
-        "access_key_secret": SecretStr(DEFAULT_ACCESS_KEY_SECRET),
+    """Quick retries and no rate limit, unless a test says otherwise."""
+    defaults: dict[str, Any] = {
         "retry": RETRY,
         "rate_limits": RateLimitSettings(default_per_s=None),
     }
-    return CccSettings(**(values | overrides))
+    return client_settings(url, **(defaults | overrides))
 
 
 @pytest.fixture

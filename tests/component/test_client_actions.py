@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import SecretStr
 
 from service.ccc.catalog import load_catalog
 from service.ccc.client import CccClient
-from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
+from service.emulator.config import (
+    client_settings,
+)
 from service.emulator.server import EmulatorServer
-from service.settings import CccSettings, RateLimitSettings
+from service.settings import RateLimitSettings
 from tests.inspection import inspect
 from tests.params import valid_params
 from tests.shape import assert_shape
@@ -21,12 +22,7 @@ CATALOG = load_catalog()
 
 @pytest.fixture
 async def client(emulator: EmulatorServer) -> AsyncIterator[CccClient]:
-    settings = CccSettings(
-        endpoint=emulator.url,
-        access_key_id=DEFAULT_ACCESS_KEY_ID,
-        access_key_secret=SecretStr(DEFAULT_ACCESS_KEY_SECRET),
-        rate_limits=RateLimitSettings(default_per_s=None),
-    )
+    settings = client_settings(emulator.url, rate_limits=RateLimitSettings(default_per_s=None))
     emulator.clock.advance(600)  # calls have happened, so contact ids exist
     async with CccClient(settings) as ccc:
         yield ccc

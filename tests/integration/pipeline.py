@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from pydantic import SecretStr
-
-from service.emulator.config import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, EmulatorConfig
+from service.emulator.config import (
+    EmulatorConfig,
+    client_settings,
+)
 from service.emulator.server import EmulatorServer
 from service.settings import (
-    CccSettings,
     KafkaSettings,
     PollerSettings,
     RateLimitSettings,
@@ -27,10 +27,8 @@ BUSY = EmulatorConfig(instances=(INSTANCE,), agents=50, seed=11, speed=30)
 
 def service_settings(emulator: EmulatorServer, bootstrap: str) -> Settings:
     return Settings(
-        ccc=CccSettings(
-            endpoint=emulator.url,
-            access_key_id=DEFAULT_ACCESS_KEY_ID,
-            access_key_secret=SecretStr(DEFAULT_ACCESS_KEY_SECRET),
+        ccc=client_settings(
+            emulator.url,
             instances=[INSTANCE],
             rate_limits=RateLimitSettings(default_per_s=None),
             retry=RetrySettings(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.1),
