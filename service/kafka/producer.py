@@ -8,15 +8,15 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from service.events.core import Emitted
 from service.events.models import CONTENT_TYPE, EVENT_TYPES, envelope
-from service.kafka.admin import describe_topics
 from service.kafka.connection import client_options
+from service.kafka.reading import read_to_end
 from service.settings import KafkaSettings, TopicSettings
 
 HEADERS = [("content-type", CONTENT_TYPE.encode())]
@@ -126,21 +126,6 @@ class CheckpointStore:
         self._latest[key] = dict(value)
 
     async def load(self) -> None:
-        found = await describe_topics(self._kafka, [self._topic])
-        if self._topic not in found:
-            return  # no checkpoint yet: every poller starts afresh
-        assigned = [TopicPartition(self._topic, p) for p in range(found[self._topic].partitions)]
-        consumer = AIOKafkaConsumer(**client_options(self._kafka), enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(assigned)
-            await consumer.seek_to_beginning(*assigned)
-            ends = await consumer.end_offsets(assigned)
-            while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
-                batches = await consumer.getmany(*assigned, timeout_ms=1000)
-                for records in batches.values():
-                    for record in records:
-                        if record.key is not None and record.value is not None:
-                            self._latest[record.key.decode()] = json.loads(record.value)
-        finally:
-            await consumer.stop()
+        for record in await read_to_end(self._kafka, [self._topic]):
+            if record.key is not None and record.value is not None:
+                self._latest[record.key.decode()] = json.loads(record.value)

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from service.kafka.admin import EVENT_TOPICS, describe_topics
-from service.kafka.connection import client_options
+from service.kafka.admin import EVENT_TOPICS
+from service.kafka.reading import read_to_end
 from service.settings import KafkaSettings, TopicSettings
 
 
@@ -27,37 +25,13 @@ class Message:
 
 async def read_events(kafka: KafkaSettings, topics: TopicSettings) -> list[Message]:
     """Every message on the event topics, from the beginning to the current end."""
-    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        found = await describe_topics(kafka, [topics.name(topic) for topic in EVENT_TOPICS])
-        assigned = [
-            TopicPartition(name, partition)
-            for name, state in found.items()
-            for partition in range(state.partitions)
-        ]
-        if not assigned:
-            return []
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        messages: list[Message] = []
-        while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(*assigned, timeout_ms=1000)).values():
-                messages += [
-                    Message(
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.key.decode(),
-                        dict(r.headers),
-                        json.loads(r.value),
-                    )
-                    for r in records
-                ]
-        return messages
-    finally:
-        await consumer.stop()
+    records = await read_to_end(kafka, [topics.name(topic) for topic in EVENT_TOPICS])
+    return [
+        Message(
+            r.topic, r.partition, r.offset, r.key.decode(), dict(r.headers), json.loads(r.value)
+        )
+        for r in records
+    ]
 
 
 def by_type(messages: list[Message], event_type: str) -> list[Message]:

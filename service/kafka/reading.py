@@ -1,0 +1,37 @@
+"""Reading topics once through, from their beginning to where they end now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from service.kafka.admin import describe_topics
+from service.kafka.connection import client_options
+from service.settings import KafkaSettings
+
+
+async def read_to_end(kafka: KafkaSettings, topics: list[str]) -> list[Any]:
+    """Every record of those of `topics` that exist, oldest first per partition, up to the
+    end each partition had when the read began. No consumer group, nothing committed."""
+    found = await describe_topics(kafka, topics)  # asking only for existing ones creates none
+    assigned = [
+        TopicPartition(name, partition)
+        for name, state in found.items()
+        for partition in range(state.partitions)
+    ]
+    if not assigned:
+        return []
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        records: list[Any] = []
+        while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
+            for batch in (await consumer.getmany(*assigned, timeout_ms=1000)).values():
+                records += batch
+        return records
+    finally:
+        await consumer.stop()
