@@ -55,10 +55,14 @@ def from_ms(epoch_ms: int) -> datetime:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC)
 
 
-class EventData(BaseModel):
-    """Base of every event's `data`; subclasses set the CloudEvents type and schema version."""
+class Outbound(BaseModel):
+    """Anything we publish: an unknown field is a bug to catch here, not one to ship."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EventData(Outbound):
+    """Base of every event's `data`; subclasses set the CloudEvents type and schema version."""
 
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
@@ -112,24 +116,18 @@ class AgentStateLogged(EventData):
     skill_group_ids: list[str]
 
 
-class CallAgent(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class CallAgent(Outbound):
     agent_id: str
     satisfaction: str | None
     feedback: str | None
 
 
-class SkillGroupRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SkillGroupRef(Outbound):
     skill_group_id: str
     skill_group_name: str | None
 
 
-class Recording(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Recording(Outbound):
     file_name: str
     agent_id: str | None
     agent_name: str | None
@@ -213,10 +211,8 @@ def dataschema(data_type: type[EventData]) -> str:
 DataT = TypeVar("DataT", bound=EventData)
 
 
-class CloudEvent(BaseModel, Generic[DataT]):
+class CloudEvent(Outbound, Generic[DataT]):
     """A CloudEvents 1.0 structured-mode envelope."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     specversion: Literal["1.0"] = "1.0"
     id: str
