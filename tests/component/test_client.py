@@ -50,6 +50,11 @@ async def client(emulator: EmulatorServer) -> AsyncIterator[CccClient]:
         yield ccc
 
 
+async def calls_to(emulator: EmulatorServer, callee: str) -> list[dict[str, Any]]:
+    """The calls the emulator placed to `callee`: each one a side effect in CCC."""
+    return [c for c in await inspect(emulator, "calls") if c["callee"] == callee]
+
+
 def dial(callee: str = "13900000001") -> dict[str, Any]:
     return {
         "InstanceId": INSTANCE,
@@ -108,7 +113,7 @@ async def test_dial_that_timed_out_after_sending_is_not_retried(
     assert info.value.acted is None
 
     async def executed_once() -> bool:
-        calls = [c for c in await inspect(emulator, "calls") if c["callee"] == "13900000077"]
+        calls = await calls_to(emulator, "13900000077")
         assert len(calls) <= 1
         return len(calls) == 1
 
@@ -131,8 +136,7 @@ async def test_lost_response_of_a_side_effect_is_not_retried(
         await client.call("DialEx", dial("13900000078"))
     assert info.value.sent
     assert info.value.attempts == 1
-    calls = [c for c in await inspect(emulator, "calls") if c["callee"] == "13900000078"]
-    assert len(calls) == 1
+    assert len(await calls_to(emulator, "13900000078")) == 1
 
 
 async def test_connection_refused_is_retried_even_for_side_effects() -> None:
