@@ -207,7 +207,7 @@ async def throughput(
 
     async def ceiling() -> None:
         futures = [
-            await bare.send(topic, value, key=key, headers=HEADERS) for topic, key, value in records
+            await bare.send(topic, value, key=key, headers=HEADERS) for topic, key, value, _ in records
         ]
         await asyncio.gather(*futures)
 

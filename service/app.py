@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from service.ccc.client import CccClient
 from service.ccc.errors import CccError
+from service.commands.worker import CommandWorker
 from service.console import (
     StartupError,
     add_config_argument,
@@ -36,7 +37,7 @@ from service.events.pollers import (
     StateLogPoller,
     poll_loop,
 )
-from service.kafka.admin import ensure_topics
+from service.kafka.admin import COMMAND_TOPICS, describe_topics, ensure_topics
 from service.kafka.producer import CheckpointStore, EventPublisher, Producer
 from service.settings import ConfigError, PollerSettings, Settings
 
@@ -85,10 +86,29 @@ async def _check_ccc(ccc: CccClient, settings: Settings) -> None:
             raise StartupError(f"CCC at {settings.ccc.url}: {error}") from error
 
 
+async def _check_command_topics(settings: Settings) -> None:
+    """Ledger entries live on the partition number of their command: the command topics
+    and the ledger must agree on how many there are."""
+    names = [settings.topics.name(t) for t in (*COMMAND_TOPICS.values(), "ledger")]
+    try:
+        found = await describe_topics(settings.kafka, names)
+    except KafkaError as error:
+        raise StartupError(kafka_failure(settings.kafka, error)) from error
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise StartupError(f"missing topics {missing}: create them (ccc-bridge topics --create)")
+    counts = {name: found[name].partitions for name in names}
+    if len(set(counts.values())) > 1:
+        raise StartupError(
+            f"the command topics and the ledger need the same number of partitions: {counts}"
+        )
+
+
 async def run_service(
     settings: Settings, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None
 ) -> None:
-    """Poll every configured instance until `stop` is set; a cycle in progress finishes."""
+    """Poll every configured instance and execute commands until `stop` is set; a cycle in
+    progress finishes, and so do commands in flight."""
     try:
         settings.ccc.credentials()
     except ConfigError as error:
@@ -100,7 +120,12 @@ async def run_service(
         publisher = EventPublisher(producer, settings.topics, settings.ccc.region)
         async with CccClient(settings.ccc) as ccc:
             await _check_ccc(ccc, settings)
+            if settings.commands.enabled:
+                await _check_command_topics(settings)
             async with asyncio.TaskGroup() as group:
+                if settings.commands.enabled:
+                    worker = CommandWorker(settings, producer, ccc, publisher)
+                    group.create_task(worker.run(stop))
                 for instance_id in settings.ccc.instances:
                     directory = Directory(ccc, instance_id, settings.pollers.directory_refresh_s)
                     ports = InstancePorts(instance_id, ccc, publisher, checkpoints, directory)

@@ -124,9 +124,17 @@ class TopicSettings(Section):
     calls: str = "calls"
     skillgroups: str = "skillgroups"
     checkpoints: str = "bridge.checkpoints"  # compacted: the pollers' resume points
+    commands_dial: str = "commands.dial"
+    commands_sms: str = "commands.sms"
+    commands_appraise: str = "commands.appraise"
+    command_results: str = "commands.results"
+    command_dlq: str = "commands.dlq"
+    ledger: str = "bridge.ledger"  # compacted: each command id's started / final outcome
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)  # events; -1 keeps them forever
+    # How long a command id is remembered: a command repeated later runs again.
+    ledger_retention_ms: int = Field(30 * 24 * 3600 * 1000, ge=-1)
     create_missing: bool = True  # `run` creates missing topics at start (needs the ACL)
 
     def name(self, topic: str) -> str:
@@ -154,8 +162,17 @@ class PollerSettings(Section):
 
 
 class CommandSettings(Section):
-    concurrency: int = Field(16, ge=1)
+    """The command workers: a consumer group over the three command topics."""
+
+    enabled: bool = True
+    group_id: str = "ccc-bridge-commands"
+    concurrency: int = Field(16, ge=1)  # commands executing at once, per process
+    # Commands without expires_at expire this long after their Kafka timestamp; None: never.
     default_expiry_s: float | None = Field(None, gt=0)
+    # Where a new consumer group starts: earliest also runs commands sent before the first start.
+    start_from: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(10_000, ge=1000)  # a dead worker's partitions move after this
+    commit_interval_s: float = Field(0.2, gt=0)
 
 
 class WebhookEndpoint(Section):

@@ -12,7 +12,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
@@ -152,11 +152,18 @@ class CccClient:
         return limiter
 
     async def call(
-        self, action: str, params: Mapping[str, Any] | CccRequest | None = None
+        self,
+        action: str,
+        params: Mapping[str, Any] | CccRequest | None = None,
+        *,
+        on_attempt: Callable[[], None] | None = None,
     ) -> CccResponse:
-        """Call one action. `params` takes snake_case or wire names, or a request model."""
+        """Call one action. `params` takes snake_case or wire names, or a request model.
+        `on_attempt` is told of each request sent, retries included."""
         spec = self._catalog[action]
         wire = spec.to_wire(spec.request(params))
+        if on_attempt is not None:
+            on_attempt()
         try:
             # Most calls succeed at once: only a failure worth retrying pays for tenacity.
             return await self._send(spec, wire)
@@ -178,6 +185,8 @@ class CccClient:
                     if first is not None:
                         replay, first = first, None
                         raise replay
+                    if on_attempt is not None:
+                        on_attempt()
                     return await self._send(spec, wire)
         except CccError as error:
             error.attempts = retrying.statistics["attempt_number"]

@@ -238,7 +238,7 @@ def envelope(
     return AnyCloudEvent.model_construct(
         specversion="1.0",  # given, not defaulted: resolving defaults costs more than the rest
         id=event_id,
-        source=f"ccc://{region}/{data.instance_id}",
+        source=f"ccc://{region}/{data.instance_id or '-'}",  # '-': a command without one
         type=data.event_type,
         subject=data.subject(),
         time=time,

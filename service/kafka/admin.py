@@ -25,6 +25,10 @@ from service.kafka.connection import client_options
 from service.settings import KafkaSettings, TopicSettings
 
 EVENT_TOPICS = ("agent_states", "calls", "skillgroups")
+# Command topic per kind. With the same partition count, a command id lands on the same
+# partition number in each, and that partition of the ledger holds its entries.
+COMMAND_TOPICS = {"dial": "commands_dial", "sms": "commands_sms", "appraise": "commands_appraise"}
+OUTPUT_TOPICS = ("command_results", "command_dlq")
 ADMIN_TIMEOUT_MS = 5000  # a CLI that cannot reach the broker says so quickly
 
 
@@ -45,21 +49,20 @@ class TopicState:
 
 
 def topic_plan(topics: TopicSettings) -> list[TopicSpec]:
-    """Event topics keep `retention_ms`; the checkpoint topic is compacted (latest per key)."""
-    events = {"retention.ms": str(topics.retention_ms)}
-    plan = [
-        TopicSpec(topics.name(topic), topics.partitions, topics.replication_factor, events)
-        for topic in EVENT_TOPICS
+    """Event and command topics keep `retention_ms`; checkpoints and the ledger are
+    compacted (latest per key), the ledger also forgetting after `ledger_retention_ms`."""
+    kept = {"retention.ms": str(topics.retention_ms)}
+    compacted = {"cleanup.policy": "compact"}
+    ledger = {"cleanup.policy": "compact,delete", "retention.ms": str(topics.ledger_retention_ms)}
+    configs = {
+        **dict.fromkeys((*EVENT_TOPICS, *COMMAND_TOPICS.values(), *OUTPUT_TOPICS), kept),
+        "checkpoints": compacted,
+        "ledger": ledger,
+    }
+    return [
+        TopicSpec(topics.name(topic), topics.partitions, topics.replication_factor, config)
+        for topic, config in configs.items()
     ]
-    plan.append(
-        TopicSpec(
-            topics.name("checkpoints"),
-            topics.partitions,
-            topics.replication_factor,
-            {"cleanup.policy": "compact"},
-        )
-    )
-    return plan
 
 
 @asynccontextmanager

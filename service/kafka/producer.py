@@ -7,7 +7,7 @@ import asyncio
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -15,7 +15,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from service.events.core import Emitted
-from service.events.models import CONTENT_TYPE, EVENT_TYPES, envelope
+from service.events.models import CONTENT_TYPE, envelope
 from service.kafka.connection import client_options
 from service.kafka.reading import read_to_end
 from service.settings import KafkaSettings, TopicSettings
@@ -31,6 +31,15 @@ def partition_for(key: bytes, partitions: Sequence[int]) -> int:
     """Kafka's default partitioner for a keyed record, as every client computes it."""
     index: int = (_key_hash(key) & 0x7FFFFFFF) % len(partitions)
     return partitions[index]
+
+
+class OutRecord(NamedTuple):
+    """A record to produce; with no `partition`, the key's (Kafka's default partitioner)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
 
 
 class PublishError(Exception):
@@ -61,8 +70,8 @@ class Producer:
             self._stopped = True
             await self._producer.stop()
 
-    async def send_all(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        """(topic, key, value) records, returning once Kafka acknowledged every one.
+    async def send_all(self, records: Sequence[OutRecord]) -> None:
+        """Returns once Kafka acknowledged every record.
 
         Records are packed into a batch per partition here rather than handed over one by
         one: a third less CPU per record (bench/events.py). The partition is the key's, by
@@ -72,10 +81,12 @@ class Producer:
             futures = []
             batches: dict[tuple[str, int], BatchBuilder] = {}
             partitions: dict[str, list[int]] = {}
-            for topic, key, value in records:
-                if topic not in partitions:
-                    partitions[topic] = sorted(await self._producer.partitions_for(topic))
-                where = (topic, partition_for(key, partitions[topic]))
+            for topic, key, value, partition in records:
+                if partition is None:
+                    if topic not in partitions:
+                        partitions[topic] = sorted(await self._producer.partitions_for(topic))
+                    partition = partition_for(key or b"", partitions[topic])  # noqa: PLW2901
+                where = (topic, partition)
                 batch = batches.get(where)
                 if batch is not None and batch.append(
                     timestamp=None, key=key, value=value, headers=HEADERS
@@ -103,16 +114,16 @@ class EventPublisher:
 
     def __init__(self, producer: Producer, topics: TopicSettings, region: str) -> None:
         self._producer = producer
-        self._topic_names = {t.topic: topics.name(t.topic) for t in EVENT_TYPES}
+        self._topics = topics
+        self._topic_names: dict[str, str] = {}
         self._region = region
 
-    def record(self, event: Emitted) -> tuple[str, bytes, bytes]:
+    def record(self, event: Emitted) -> OutRecord:
         cloud_event = envelope(event.data, event_id=event.id, region=self._region, time=event.time)
-        return (
-            self._topic_names[event.data.topic],
-            event.data.key().encode(),
-            cloud_event.model_dump_json().encode(),
-        )
+        topic = self._topic_names.get(event.data.topic)
+        if topic is None:
+            topic = self._topic_names[event.data.topic] = self._topics.name(event.data.topic)
+        return OutRecord(topic, event.data.key().encode(), cloud_event.model_dump_json().encode())
 
     async def publish(self, events: Sequence[Emitted]) -> None:
         await self._producer.send_all([self.record(event) for event in events])
@@ -136,7 +147,7 @@ class CheckpointStore:
 
     async def save(self, key: str, value: Mapping[str, Any]) -> None:
         payload = json.dumps(value, separators=(",", ":")).encode()
-        await self._producer.send_all([(self._topic, key.encode(), payload)])
+        await self._producer.send_all([OutRecord(self._topic, key.encode(), payload)])
         self._latest[key] = dict(value)
 
     async def load(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -11,14 +12,18 @@ from service.kafka.connection import client_options
 from service.settings import KafkaSettings
 
 
-async def read_to_end(kafka: KafkaSettings, topics: list[str]) -> list[Any]:
-    """Every record of those of `topics` that exist, oldest first per partition, up to the
-    end each partition had when the read began. No consumer group, nothing committed."""
+async def read_to_end(
+    kafka: KafkaSettings, topics: list[str], partitions: Collection[int] | None = None
+) -> list[Any]:
+    """Every record of those of `topics` that exist (of their `partitions`, or all), oldest
+    first per partition, up to the end each partition had when the read began. No consumer
+    group, nothing committed."""
     found = await describe_topics(kafka, topics)  # asking only for existing ones creates none
     assigned = [
         TopicPartition(name, partition)
         for name, state in found.items()
         for partition in range(state.partitions)
+        if partitions is None or partition in partitions
     ]
     if not assigned:
         return []

@@ -33,6 +33,8 @@ async def test_ensure_topics_creates_the_missing_ones_once(
     assert checkpoints.configs["cleanup.policy"] == "compact"
     calls = found[topic_settings.name("calls")]
     assert calls.configs["retention.ms"] == str(topic_settings.retention_ms)
+    ledger = found[topic_settings.name("ledger")]
+    assert ledger.configs["retention.ms"] == str(topic_settings.ledger_retention_ms)
 
 
 async def test_ensure_topics_leaves_an_existing_topic_alone(
@@ -54,8 +56,10 @@ async def test_topics_command_lists_then_creates(
     listed = out.splitlines()
     assert [line.split()[0] for line in listed] == names
     assert all(line.endswith(" missing") for line in listed)
-    assert "cleanup.policy=compact" in listed[3]
-    assert f"retention.ms={topic_settings.retention_ms}" in listed[0]
+    by_name = dict(zip(names, listed, strict=True))
+    assert "cleanup.policy=compact" in by_name[topic_settings.name("checkpoints")]
+    assert "cleanup.policy=compact,delete" in by_name[topic_settings.name("ledger")]
+    assert f"retention.ms={topic_settings.retention_ms}" in by_name[topic_settings.name("calls")]
 
     code, out, _ = await run_cli("topics", "--create", env=env(kafka_settings, topic_settings))
     assert code == 0

@@ -1,0 +1,300 @@
+"""Commands (PRODUCT.md section 3): what a producer puts on `ccc.commands.*`, and the one
+result each gets on `ccc.commands.results`.
+
+Inbound models forbid unknown fields: a misspelt `calle` is a rejected command naming the
+field, not a call placed to nobody. Each kind is versioned by `schema_version`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+from service.events.models import EventData, Outbound, UtcTime
+
+CommandKind = Literal["dial", "sms", "appraise"]
+KINDS: tuple[CommandKind, ...] = ("dial", "sms", "appraise")
+COMMAND_TYPE = "com.aliyun.ccc.command.{kind}"  # the CloudEvents type a command may carry
+
+# What CCC itself accepts as a phone number: 3 to 20 digits, an optional leading +.
+PHONE = re.compile(r"\+?[0-9]{3,20}")
+
+
+def _phone(number: str) -> str:
+    if not PHONE.fullmatch(number):
+        raise ValueError(f"{number!r} is not a phone number (3 to 20 digits, optional leading +)")
+    return number
+
+
+PhoneNumber = Annotated[
+    str, AfterValidator(_phone), WithJsonSchema({"type": "string", "pattern": f"^{PHONE.pattern}$"})
+]
+CommandId = Annotated[str, StringConstraints(pattern=r"^\S{1,200}$")]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+MAX_PHONE_NUMBERS = 1000
+# Alibaba Cloud SMS refuses a template variable longer than this.
+MAX_TEMPLATE_PARAM_LENGTH = 35
+
+
+class Inbound(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CommandBase(Inbound):
+    schema_version: Literal[1] = 1
+    command_id: CommandId
+    instance_id: Text
+    expires_at: AwareDatetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DialEx(CommandBase):
+    """An outbound call by DialEx: CCC rings `callee` and connects the call as
+    `answer_mode` says (to an IVR flow, an agent or a skill group: the `route_point`)."""
+
+    kind: ClassVar[CommandKind] = "dial"
+    mode: Literal["dial_ex"]
+    caller: PhoneNumber
+    callee: PhoneNumber
+    answer_mode: Literal["ivr", "agent", "skill_group"]
+    route_point: Text | None = Field(None, validate_default=True)
+    provider: Text | None = None
+
+    @field_validator("route_point")
+    @classmethod
+    def _route_point_fits(cls, route_point: str | None, info: ValidationInfo) -> str | None:
+        answer_mode = info.data.get("answer_mode")
+        if answer_mode is None:  # itself invalid, and named so
+            return route_point
+        if route_point is None:
+            raise ValueError(f"required when answer_mode is {answer_mode}")
+        if answer_mode == "agent" and "@" not in route_point:
+            raise ValueError("must be ram_id@instance-domain when answer_mode is agent")
+        return route_point
+
+
+class BackToBack(CommandBase):
+    """A back-to-back call by StartBack2BackCall: CCC rings `caller`, then bridges `callee`."""
+
+    kind: ClassVar[CommandKind] = "dial"
+    mode: Literal["back_to_back"]
+    caller: PhoneNumber
+    callee: PhoneNumber
+    call_center_number: PhoneNumber | None = None
+
+
+class Sms(CommandBase):
+    """A predefined SMS (SendPredefinedShortMessage) to one or more numbers."""
+
+    kind: ClassVar[CommandKind] = "sms"
+    config_id: int = Field(gt=0)
+    phone_numbers: list[PhoneNumber] = Field(min_length=1, max_length=MAX_PHONE_NUMBERS)
+    template_params: dict[
+        str, Annotated[str, StringConstraints(max_length=MAX_TEMPLATE_PARAM_LENGTH)]
+    ] = Field(default_factory=dict)
+
+
+class VoiceAppraisal(CommandBase):
+    """A voice satisfaction survey on a live call (LaunchAppraise)."""
+
+    kind: ClassVar[CommandKind] = "appraise"
+    channel: Literal["voice"]
+    contact_id: Text
+
+
+class SmsAppraisal(CommandBase):
+    """An SMS satisfaction survey about a call (LaunchShortMessageAppraise)."""
+
+    kind: ClassVar[CommandKind] = "appraise"
+    channel: Literal["sms"]
+    contact_id: Text
+    contact_type: Literal["inbound", "outbound"]
+    phone_numbers: list[PhoneNumber] = Field(min_length=1, max_length=MAX_PHONE_NUMBERS)
+    skill_group_id: Text | None = None
+
+
+Dial = Annotated[DialEx | BackToBack, Field(discriminator="mode")]
+Appraise = Annotated[VoiceAppraisal | SmsAppraisal, Field(discriminator="channel")]
+Command = DialEx | BackToBack | Sms | VoiceAppraisal | SmsAppraisal
+COMMAND_MODELS: dict[CommandKind, tuple[type[Command], ...]] = {
+    "dial": (DialEx, BackToBack),
+    "sms": (Sms,),
+    "appraise": (VoiceAppraisal, SmsAppraisal),
+}
+_ADAPTERS: dict[CommandKind, TypeAdapter[Any]] = {
+    "dial": TypeAdapter(Dial),
+    "sms": TypeAdapter(Sms),
+    "appraise": TypeAdapter(Appraise),
+}
+
+
+# -- parsing ----------------------------------------------------------------------------
+
+
+class FieldError(Outbound):
+    field: str  # dotted path, "" for the message as a whole
+    reason: str
+
+
+class InvalidCommandError(Exception):
+    """A message that is not a valid command; whatever could be read of it is kept, so the
+    rejection can still be answered under its command id."""
+
+    def __init__(
+        self,
+        errors: list[FieldError],
+        command_id: str | None = None,
+        instance_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(errors)
+        self.errors = errors
+        self.command_id = command_id
+        self.instance_id = instance_id
+        self.metadata = metadata
+
+    def __str__(self) -> str:
+        return "; ".join(f"{e.field or 'message'}: {e.reason}" for e in self.errors)
+
+
+def parse_command(kind: CommandKind, value: bytes | None, instances: frozenset[str]) -> Command:
+    """The command in a Kafka record's value: plain JSON, or the `data` of a structured
+    CloudEvent. Raises InvalidCommandError naming each bad field and why."""
+    if value is None:
+        raise InvalidCommandError([FieldError(field="", reason="the message has no value")])
+    try:
+        document = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidCommandError([FieldError(field="", reason=f"not JSON: {error}")]) from None
+    body = _unwrap(kind, document)
+    try:
+        command: Command = _ADAPTERS[kind].validate_python(body)
+    except ValidationError as error:
+        raise InvalidCommandError(_field_errors(error), *_readable(body)) from None
+    if command.instance_id not in instances:
+        reason = (
+            f"unknown instance {command.instance_id!r}: this service serves {sorted(instances)}"
+        )
+        raise InvalidCommandError(
+            [FieldError(field="instance_id", reason=reason)], *_readable(body)
+        )
+    return command
+
+
+def _unwrap(kind: CommandKind, document: object) -> object:
+    if not (isinstance(document, dict) and "specversion" in document):
+        return document
+    expected = COMMAND_TYPE.format(kind=kind)
+    if document.get("type") not in (None, expected):
+        reason = f"a CloudEvent on this topic must have type {expected!r}"
+        raise InvalidCommandError([FieldError(field="type", reason=reason)])
+    if not isinstance(document.get("data"), dict):
+        raise InvalidCommandError(
+            [FieldError(field="data", reason="a CloudEvent's data must be a command object")]
+        )
+    return document["data"]
+
+
+_TAGS = {"dial_ex", "back_to_back", "voice", "sms"}  # the union members' discriminators
+
+
+def _field_errors(error: ValidationError) -> list[FieldError]:
+    errors = []
+    for e in error.errors(include_url=False):
+        loc = e["loc"][1:] if e["loc"] and e["loc"][0] in _TAGS else e["loc"]
+        if e["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+            loc = (str(e.get("ctx", {}).get("discriminator", "")).strip("'"),)
+        reason = e["msg"].removeprefix("Value error, ")
+        errors.append(FieldError(field=".".join(str(part) for part in loc), reason=reason))
+    return errors
+
+
+def _readable(body: object) -> tuple[str | None, str | None, dict[str, Any] | None]:
+    """command_id, instance_id and metadata, where they are of the right type."""
+    if not isinstance(body, dict):
+        return None, None, None
+
+    def text(name: str) -> str | None:
+        value = body.get(name)
+        return value if isinstance(value, str) and 0 < len(value) <= 200 else None
+
+    metadata = body.get("metadata")
+    return text("command_id"), text("instance_id"), metadata if isinstance(metadata, dict) else None
+
+
+# -- results ----------------------------------------------------------------------------
+
+Status = Literal["succeeded", "failed", "rejected", "expired", "duplicate", "indeterminate"]
+
+
+class CommandError(Outbound):
+    code: str  # CCC's error code, or the bridge's own (InvalidCommandError, Expired, ...)
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)  # what was wrong with a command
+
+
+class CommandSource(Outbound):
+    """The Kafka record a result answers."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class Outcome(Outbound):
+    """What came of executing a command: a result's own, or for a duplicate the original's."""
+
+    status: Status
+    action: str | None = None
+    request_id: str | None = None
+    task_id: str | None = None
+    biz_id: str | None = None
+    error: CommandError | None = None
+    attempts: int = 0  # CCC calls made
+    completed_at: UtcTime
+
+
+class CommandResult(EventData):
+    """The one result of one command message: what happened, with CCC's ids."""
+
+    event_type = "com.aliyun.ccc.command.result"
+    topic = "command_results"
+    subject_field = "command_id"
+
+    instance_id: str | None  # type: ignore[assignment] # None when a rejected message had none
+    command_id: str
+    kind: CommandKind
+    status: Status
+    action: str | None
+    request_id: str | None
+    task_id: str | None
+    biz_id: str | None
+    error: CommandError | None
+    attempts: int
+    received_at: UtcTime
+    completed_at: UtcTime
+    latency_ms: float  # received_at to completed_at
+    metadata: dict[str, Any]
+    source: CommandSource
+    original: Outcome | None = None  # a duplicate's: the outcome of the command it repeats
+
+    def key(self) -> str:
+        return self.command_id
+
+    def outcome(self) -> Outcome:
+        return Outcome.model_validate(self.model_dump(include=set(Outcome.model_fields)))
