@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from service import app, broker, demo, schemas
+from service.commands import send
 from service.emulator import cli as emulator_cli
 from service.events import tail
 from service.kafka import admin
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(subcommands)
     broker.add_parser(subcommands)
     admin.add_parser(subcommands)
+    send.add_parser(subcommands)
     tail.add_parser(subcommands)
     schemas.add_parser(subcommands)
     return parser

@@ -2,7 +2,8 @@
 
 Starts the embedded Kafka-compatible broker, the CCC emulator with a simulated contact
 centre, and the service polling it, then shows what reaches Kafka, one line per event:
-agents changing state, finished calls, skill-group snapshots. Ctrl-C stops all three.
+agents changing state, finished calls, skill-group snapshots, and the results of a sample
+dial and SMS command sent every half minute. Ctrl-C stops all three.
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
+import json
+from functools import partial
+from typing import Any
 
 from service.app import run_service
 from service.broker import BrokerError, EmbeddedBroker
+from service.commands.models import CommandKind, CommandResult
 from service.console import (
     StartupError,
     quiet_kafka_logs,
@@ -26,14 +32,37 @@ from service.emulator.config import (
 )
 from service.emulator.server import EmulatorServer
 from service.events.models import AgentStateChanged, CallRecordData, SkillGroupState
+from service.events.pollers import until_acked
 from service.events.tail import follow
-from service.kafka.admin import EVENT_TOPICS
+from service.kafka.admin import COMMAND_TOPICS, EVENT_TOPICS
+from service.kafka.producer import OutRecord, Producer
 from service.settings import KafkaSettings, PollerSettings, Settings
 
 INSTANCE = "ccc-demo"
 # What a person watching wants: who is doing what, and how calls went. The state log and
 # each call's steps are on the same topics, for consumers, but would drown the view.
-SHOWN = {AgentStateChanged.event_type, CallRecordData.event_type, SkillGroupState.event_type}
+SHOWN = {
+    AgentStateChanged.event_type,
+    CallRecordData.event_type,
+    SkillGroupState.event_type,
+    CommandResult.event_type,
+}
+SAMPLE_EVERY_S = 30.0
+# Sample commands: an outbound call answered by an IVR flow, and an SMS from the emulator's
+# first SMS config; the numbers are the emulator's, reaching nobody.
+SAMPLES: tuple[tuple[CommandKind, dict[str, Any]], ...] = (
+    (
+        "dial",
+        {
+            "mode": "dial_ex",
+            "caller": "02106000001",
+            "callee": "13900000000",
+            "answer_mode": "ivr",
+            "route_point": "demo-flow",
+        },
+    ),
+    ("sms", {"config_id": 1, "phone_numbers": ["13900000000"], "template_params": {"n": "1"}}),
+)
 
 
 def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -92,11 +121,37 @@ async def _show(settings: Settings, stop: asyncio.Event) -> None:
         ready.cancel()
         await service  # raises why it could not start
         return
-    say("service  polling CCC, publishing to Kafka; Ctrl-C stops everything\n")
-    topics = [settings.topics.name(topic) for topic in EVENT_TOPICS]
+    say("service  polling CCC, publishing to Kafka, executing commands; Ctrl-C stops everything")
+    say(
+        f"send one: CCC_BRIDGE_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers} "
+        f"./dev.sh run send sms --instance {INSTANCE} --config-id 1 --phone 13900000001 --wait\n"
+    )
+    topics = [settings.topics.name(topic) for topic in (*EVENT_TOPICS, "command_results")]
+    samples = asyncio.create_task(_send_samples(settings, stop))
     try:
         await follow(settings.kafka, topics, from_beginning=True, stop=stop, emit=say, only=SHOWN)
     finally:
         stop.set()
+        samples.cancel()
         with contextlib.suppress(asyncio.CancelledError):
+            await samples
             await service
+
+
+async def _send_samples(settings: Settings, stop: asyncio.Event) -> None:
+    producer = Producer(settings.kafka)
+    await producer.start()
+    try:
+        for number in itertools.count(1):
+            if stop.is_set():
+                break
+            kind, fields = SAMPLES[number % len(SAMPLES)]
+            command_id = f"demo-{kind}-{number}"
+            body = {"command_id": command_id, "instance_id": INSTANCE, **fields}
+            topic = settings.topics.name(COMMAND_TOPICS[kind])
+            record = OutRecord(topic, command_id.encode(), json.dumps(body).encode())
+            await until_acked(partial(producer.send_all, [record]), stop)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=SAMPLE_EVERY_S / len(SAMPLES))
+    finally:
+        await producer.stop()

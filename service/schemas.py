@@ -14,10 +14,21 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import TypeAdapter
 
+from service.commands.models import (
+    COMMAND_MODELS,
+    COMMAND_TYPE,
+    Appraise,
+    CommandKind,
+    CommandResult,
+    Dial,
+    Sms,
+)
+from service.commands.worker import DEAD_LETTER, DeadLetter
 from service.console import StartupError, add_config_argument, say, settings_from, startup_failed
 from service.events.models import CONTENT_TYPE, EVENT_TYPES, CloudEvent, EventData, dataschema
+from service.kafka.admin import COMMAND_TOPICS
 from service.settings import Settings
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -32,11 +43,12 @@ class Message:
 
     name: str  # the CloudEvents type
     schema_id: str
-    model: type[BaseModel]
+    model: Any  # a pydantic model, or an annotated union of them
     topic: str  # a TopicSettings field
     key: str  # how the Kafka key is made
     action: Literal["send", "receive"]  # what the bridge does with it
     summary: str
+    cloud_event: bool = True  # False: plain JSON
 
 
 def _camel(snake: str) -> str:
@@ -44,19 +56,51 @@ def _camel(snake: str) -> str:
     return head + "".join(word.title() for word in rest)
 
 
-def _event(data_type: type[EventData]) -> Message:
+def _event(data_type: type[EventData], key: str | None = None) -> Message:
     return Message(
         name=data_type.event_type,
         schema_id=dataschema(data_type),
         model=CloudEvent[data_type],  # type: ignore[valid-type] # a model per row, at runtime
         topic=data_type.topic,
-        key=f"{{instanceId}}:{{{_camel(data_type.subject_field)}}}",
+        key=key or f"{{instanceId}}:{{{_camel(data_type.subject_field)}}}",
         action="send",
         summary=(data_type.__doc__ or data_type.event_type).split("\n\n")[0].replace("\n", " "),
     )
 
 
-MESSAGES: tuple[Message, ...] = tuple(_event(data_type) for data_type in EVENT_TYPES)
+def _command(kind: CommandKind, model: Any) -> Message:
+    name = COMMAND_TYPE.format(kind=kind)
+    kinds = " or ".join(m.__name__ for m in COMMAND_MODELS[kind])
+    return Message(
+        name=name,
+        schema_id=f"urn:ccc-bridge:schema:{name}:v1",
+        model=model,
+        topic=COMMAND_TOPICS[kind],
+        key="{commandId}",
+        action="receive",
+        summary=f"A {kind} command ({kinds}): plain JSON, or the data of a CloudEvent of "
+        f"type {name}.",
+        cloud_event=False,
+    )
+
+
+MESSAGES: tuple[Message, ...] = (
+    *(_event(data_type) for data_type in EVENT_TYPES),
+    _event(CommandResult, key="{commandId}"),
+    _command("dial", Dial),
+    _command("sms", Sms),
+    _command("appraise", Appraise),
+    Message(
+        name=DEAD_LETTER,
+        schema_id=f"urn:ccc-bridge:schema:{DEAD_LETTER}:v1",
+        model=DeadLetter,
+        topic="command_dlq",
+        key="the rejected message's own key",
+        action="send",
+        summary=(DeadLetter.__doc__ or "").replace("\n", " "),
+        cloud_event=False,
+    ),
+)
 
 
 def json_schema(message: Message) -> dict[str, Any]:
@@ -66,9 +110,10 @@ def json_schema(message: Message) -> dict[str, Any]:
 
 def _schema(message: Message, ref_template: str) -> dict[str, Any]:
     """The envelope's schema with `type` and `dataschema` pinned to this message."""
-    schema = message.model.model_json_schema(ref_template=ref_template)
-    schema["properties"]["type"]["const"] = message.name
-    schema["properties"]["dataschema"]["const"] = message.schema_id
+    schema = TypeAdapter(message.model).json_schema(ref_template=ref_template)
+    if message.cloud_event:
+        schema["properties"]["type"]["const"] = message.name
+        schema["properties"]["dataschema"]["const"] = message.schema_id
     return {**schema, "title": message.name, "description": message.summary}
 
 
@@ -140,16 +185,17 @@ def _operation(settings: Settings, message: Message) -> dict[str, Any]:
 
 
 def _message(message: Message) -> dict[str, Any]:
+    headers = {
+        "type": "object",
+        "properties": {"content-type": {"type": "string", "const": CONTENT_TYPE}},
+        "required": ["content-type"],
+    }
     return {
         "name": message.name,
         "title": message.name,
         "summary": message.summary,
-        "contentType": CONTENT_TYPE,
-        "headers": {
-            "type": "object",
-            "properties": {"content-type": {"type": "string", "const": CONTENT_TYPE}},
-            "required": ["content-type"],
-        },
+        "contentType": CONTENT_TYPE if message.cloud_event else "application/json",
+        **({"headers": headers} if message.cloud_event else {}),
         "payload": {"$ref": f"#/components/schemas/{message.name}"},
         "bindings": {
             "kafka": {

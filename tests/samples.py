@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+from service.commands.models import CommandResult, CommandSource
 from service.events.models import (
     AgentStateChanged,
     AgentStateLogged,
@@ -101,6 +103,27 @@ def skill_group() -> SkillGroupState:
         longest_call_s=40,
         observed_at=AT,
     )
+
+
+def command_result(**changes: Any) -> CommandResult:
+    fields: dict[str, Any] = {
+        "instance_id": INSTANCE,
+        "command_id": "c-1",
+        "kind": "dial",
+        "status": "succeeded",
+        "action": "DialEx",
+        "request_id": "REQ-1",
+        "task_id": "task-1",
+        "biz_id": None,
+        "error": None,
+        "attempts": 1,
+        "received_at": AT,
+        "completed_at": AT,
+        "latency_ms": 4.5,
+        "metadata": {"crm": "42"},
+        "source": CommandSource(topic="ccc.commands.dial", partition=0, offset=7),
+    }
+    return CommandResult(**(fields | changes))
 
 
 def enveloped(data: EventData) -> CloudEvent[EventData]:

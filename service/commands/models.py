@@ -182,10 +182,7 @@ def parse_command(kind: CommandKind, value: bytes | None, instances: frozenset[s
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidCommandError([FieldError(field="", reason=f"not JSON: {error}")]) from None
     body = _unwrap(kind, document)
-    try:
-        command: Command = _ADAPTERS[kind].validate_python(body)
-    except ValidationError as error:
-        raise InvalidCommandError(_field_errors(error), *_readable(body)) from None
+    command = validate_command(kind, body)
     if command.instance_id not in instances:
         reason = (
             f"unknown instance {command.instance_id!r}: this service serves {sorted(instances)}"
@@ -193,6 +190,15 @@ def parse_command(kind: CommandKind, value: bytes | None, instances: frozenset[s
         raise InvalidCommandError(
             [FieldError(field="instance_id", reason=reason)], *_readable(body)
         )
+    return command
+
+
+def validate_command(kind: CommandKind, body: object) -> Command:
+    """`body` as a command of `kind`, or InvalidCommandError naming each bad field."""
+    try:
+        command: Command = _ADAPTERS[kind].validate_python(body)
+    except ValidationError as error:
+        raise InvalidCommandError(_field_errors(error), *_readable(body)) from None
     return command
 
 

@@ -65,6 +65,9 @@ class Ccc(Protocol):
     ) -> Any: ...
 
 
+DEAD_LETTER = "com.aliyun.ccc.command.dlq"
+
+
 class DeadLetter(Outbound):
     """A command message that could not be parsed or validated, kept whole with the reason."""
 
@@ -379,9 +382,7 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
         """The DLQ record, and a `rejected` result when the command id could be read."""
         at = now()
         letter = DeadLetter(
-            dlq_id=event_id(
-                "com.aliyun.ccc.command.dlq", source.topic, source.partition, source.offset
-            ),
+            dlq_id=event_id(DEAD_LETTER, source.topic, source.partition, source.offset),
             reason=str(invalid),
             errors=invalid.errors,
             command_id=invalid.command_id,

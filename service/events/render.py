@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from service.commands.models import CommandResult
 from service.events.models import (
     AgentStateChanged,
     AgentStateLogged,
@@ -102,7 +103,25 @@ def _skill_group(data: Data) -> tuple[str, str, str]:
     return "group", data.get("skill_group_name") or data["skill_group_id"], text
 
 
+def _command_result(data: Data) -> tuple[str, str, str]:
+    error = data.get("error") or {}
+    original = data.get("original") or {}
+    text = _words(
+        data["kind"],
+        data["status"],
+        f"(original {original['status']})" if original else None,
+        data.get("action"),
+        data.get("task_id")
+        or data.get("biz_id")
+        or original.get("task_id")
+        or original.get("biz_id"),
+        f"{error.get('code')}: {error.get('message')}" if error else None,
+    )
+    return "result", data["command_id"], text
+
+
 _RENDERERS: dict[str, Callable[[Data], tuple[str, str, str]]] = {
+    CommandResult.event_type: _command_result,
     AgentStateChanged.event_type: _agent_changed,
     AgentStateLogged.event_type: _agent_logged,
     CallRecordData.event_type: _call_record,

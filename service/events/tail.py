@@ -124,11 +124,15 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser = subcommands.add_parser(
         "tail",
         help="print events as they arrive, one readable line each",
-        description="Follow every partition of the event topics (or the TOPICs given) without "
-        "joining a consumer group, and print each event as one line, until SIGINT or SIGTERM.",
+        description="Follow every partition of the event topics and command results (or the "
+        "TOPICs given) without joining a consumer group, and print each event as one line, "
+        "until SIGINT or SIGTERM.",
     )
     parser.add_argument(
-        "topics", nargs="*", metavar="TOPIC", help="full topic names (default: the event topics)"
+        "topics",
+        nargs="*",
+        metavar="TOPIC",
+        help="full topic names (default: the event topics and command results)",
     )
     parser.add_argument(
         "--from-beginning", action="store_true", help="start at the oldest message, not the end"
@@ -142,7 +146,8 @@ async def run(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except StartupError as error:
         return startup_failed("tail", error)
-    topics = args.topics or [settings.topics.name(topic) for topic in EVENT_TOPICS]
+    default = (*EVENT_TOPICS, "command_results")
+    topics = args.topics or [settings.topics.name(topic) for topic in default]
     start = "the beginning" if args.from_beginning else "the end"
     stop = asyncio.Event()
     with stop_on_signals(stop), quiet_kafka_logs() as connected:

@@ -70,6 +70,9 @@ class Producer:
             self._stopped = True
             await self._producer.stop()
 
+    async def partitions_for(self, topic: str) -> list[int]:
+        return sorted(await self._producer.partitions_for(topic))
+
     async def send_all(self, records: Sequence[OutRecord]) -> None:
         """Returns once Kafka acknowledged every record.
 
@@ -84,7 +87,7 @@ class Producer:
             for topic, key, value, partition in records:
                 if partition is None:
                     if topic not in partitions:
-                        partitions[topic] = sorted(await self._producer.partitions_for(topic))
+                        partitions[topic] = await self.partitions_for(topic)
                     partition = partition_for(key or b"", partitions[topic])  # noqa: PLW2901
                 where = (topic, partition)
                 batch = batches.get(where)

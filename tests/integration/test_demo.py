@@ -10,7 +10,7 @@ import sys
 from tests.integration.kafka_io import alive, children
 
 
-async def test_demo_shows_agents_and_calls_and_stops_cleanly_on_ctrl_c() -> None:
+async def test_demo_shows_agents_calls_and_command_results_and_stops_cleanly_on_ctrl_c() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -26,7 +26,7 @@ async def test_demo_shows_agents_and_calls_and_stops_cleanly_on_ctrl_c() -> None
     lines: list[str] = []
     try:
         async with asyncio.timeout(90):
-            while not {"agent", "call"} <= kinds:
+            while not {"agent", "call", "result"} <= kinds:
                 line = (await process.stdout.readline()).decode()
                 assert line, f"demo ended early: {lines}"
                 lines.append(line)
@@ -47,3 +47,5 @@ async def test_demo_shows_agents_and_calls_and_stops_cleanly_on_ctrl_c() -> None
     assert not [pid for pid in helpers if alive(pid)], "no orphan process"
     assert lines[0].startswith("broker ")
     assert "->" in next(line for line in lines if " agent " in line and "->" in line)
+    result = next(line for line in lines if " result " in line)
+    assert " succeeded " in result, "the sample command ran in the emulator"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from service.commands.models import CommandError
 from service.events.models import EVENT_TYPES, EventData
 from service.events.render import render
 from tests import samples
@@ -71,6 +72,26 @@ def test_skill_group() -> None:
         "20:00:01 ccc-demo group  Sales      ready 3 talking 5 working 1 break 1 waiting 1 "
         "(logged in 10)"
     )
+
+
+def test_command_result_names_the_command_status_and_ids() -> None:
+    assert line(samples.command_result()) == (
+        "20:00:01 ccc-demo result c-1        dial succeeded DialEx task-1"
+    )
+
+
+def test_failed_and_duplicate_results_say_why() -> None:
+    failed = samples.command_result(
+        status="failed",
+        task_id=None,
+        error=CommandError(code="NotExists.SkillGroupId", message="no such group"),
+    )
+    assert line(failed).endswith("dial failed DialEx NotExists.SkillGroupId: no such group")
+    original = samples.command_result().outcome()
+    duplicate = samples.command_result(
+        status="duplicate", action=None, request_id=None, task_id=None, original=original
+    )
+    assert line(duplicate).endswith("dial duplicate (original succeeded) task-1")
 
 
 def test_every_event_type_has_its_own_line() -> None:

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator, ValidationError  # type: ignore[imp
 
 from service.cli import build_parser
 from service.events.models import CONTENT_TYPE, EVENT_TYPES, dataschema
-from service.kafka.admin import EVENT_TOPICS
+from service.kafka.admin import COMMAND_TOPICS, EVENT_TOPICS, OUTPUT_TOPICS
 from service.schemas import MESSAGES, write_schemas
 from service.settings import KafkaSettings, Settings, TopicSettings
 from tests import samples
@@ -38,9 +38,40 @@ def load(path: Path) -> dict[str, Any]:
     return document
 
 
-def test_a_schema_file_per_event_type_and_an_asyncapi_document(written: Path) -> None:
+def test_a_schema_file_per_message_and_an_asyncapi_document(written: Path) -> None:
     expected = {f"{data_type.event_type}.json" for data_type in EVENT_TYPES} | {"asyncapi.json"}
-    assert {path.name for path in written.iterdir()} == expected
+    commands = {f"com.aliyun.ccc.command.{kind}.json" for kind in ("dial", "sms", "appraise")}
+    results = {"com.aliyun.ccc.command.result.json", "com.aliyun.ccc.command.dlq.json"}
+    assert {path.name for path in written.iterdir()} == expected | commands | results
+
+
+DIAL = {
+    "command_id": "c-1",
+    "instance_id": "ccc-1",
+    "mode": "dial_ex",
+    "caller": "02180000000",
+    "callee": "13900000000",
+    "answer_mode": "ivr",
+    "route_point": "flow-1",
+    "expires_at": "2026-11-24T10:00:00Z",
+    "metadata": {"crm": 42},
+}
+
+
+def test_command_schema_takes_the_documented_example_and_refuses_a_bad_one(written: Path) -> None:
+    schema = load(written / "com.aliyun.ccc.command.dial.json")
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    validator.validate(DIAL)
+    validator.validate({"command_id": "c-2", "instance_id": "ccc-1", "mode": "back_to_back",
+                        "caller": "13900000001", "callee": "13900000002"})  # fmt: skip
+    for broken in (
+        {**DIAL, "callee": "not-a-number"},
+        {**DIAL, "calle": "1"},
+        {**DIAL, "mode": "x"},
+    ):
+        with pytest.raises(ValidationError):
+            validator.validate(broken)
 
 
 @pytest.mark.parametrize("event", samples.every_type(), ids=lambda event: event.type)
@@ -77,7 +108,7 @@ def asyncapi(written: Path) -> dict[str, Any]:
     return load(written / "asyncapi.json")
 
 
-def test_asyncapi_has_a_channel_per_event_topic(asyncapi: dict[str, Any]) -> None:
+def test_asyncapi_has_a_channel_per_topic(asyncapi: dict[str, Any]) -> None:
     assert asyncapi["asyncapi"] == "3.0.0"
     assert asyncapi["servers"]["kafka"] == {
         "host": "kafka-1:9092",
@@ -85,12 +116,13 @@ def test_asyncapi_has_a_channel_per_event_topic(asyncapi: dict[str, Any]) -> Non
         "description": "The configured Kafka bootstrap servers.",
     }
     addresses = {channel["address"] for channel in asyncapi["channels"].values()}
-    assert addresses == {SETTINGS.topics.name(topic) for topic in EVENT_TOPICS}
+    topics = (*EVENT_TOPICS, *COMMAND_TOPICS.values(), *OUTPUT_TOPICS)
+    assert addresses == {SETTINGS.topics.name(topic) for topic in topics}
 
 
 def test_asyncapi_has_a_message_per_event_type_on_its_topic(asyncapi: dict[str, Any]) -> None:
     messages = asyncapi["components"]["messages"]
-    assert set(messages) == {data_type.event_type for data_type in EVENT_TYPES}
+    assert set(messages) == {message.name for message in MESSAGES}
     for data_type in EVENT_TYPES:
         message = messages[data_type.event_type]
         assert message["contentType"] == CONTENT_TYPE
@@ -105,22 +137,29 @@ def test_asyncapi_has_a_message_per_event_type_on_its_topic(asyncapi: dict[str, 
     assert keys["com.aliyun.ccc.agent.state.changed"] == "{instanceId}:{agentId}"
     assert keys["com.aliyun.ccc.call.record"] == "{instanceId}:{contactId}"
     assert keys["com.aliyun.ccc.skillgroup.state"] == "{instanceId}:{skillGroupId}"
+    assert keys["com.aliyun.ccc.command.dial"] == "{commandId}"
+    assert keys["com.aliyun.ccc.command.result"] == "{commandId}"
+    assert messages["com.aliyun.ccc.command.dial"]["contentType"] == "application/json"
 
 
-def test_asyncapi_operations_send_every_message(asyncapi: dict[str, Any]) -> None:
-    sent = [
+@pytest.mark.parametrize("action", ["send", "receive"])
+def test_asyncapi_operations_send_and_receive_every_message(
+    asyncapi: dict[str, Any], action: str
+) -> None:
+    named = [
         ref["$ref"].rsplit("/", 1)[-1]
         for operation in asyncapi["operations"].values()
-        if operation["action"] == "send"
+        if operation["action"] == action
         for ref in operation["messages"]
     ]
-    assert sorted(sent) == sorted(message.name for message in MESSAGES)
+    assert sorted(named) == sorted(m.name for m in MESSAGES if m.action == action)
+    assert named
 
 
 def test_command_writes_into_the_given_directory(tmp_path: Path) -> None:
     args = build_parser().parse_args(["schemas", "--out", str(tmp_path / "new")])
     assert asyncio.run(args.func(args)) == 0
-    assert len(list((tmp_path / "new").glob("*.json"))) == len(EVENT_TYPES) + 1
+    assert len(list((tmp_path / "new").glob("*.json"))) == len(MESSAGES) + 1
 
 
 def refs(node: Any) -> Iterator[str]:
