@@ -207,7 +207,8 @@ async def throughput(
 
     async def ceiling() -> None:
         futures = [
-            await bare.send(topic, value, key=key, headers=HEADERS) for topic, key, value, _ in records
+            await bare.send(record.topic, record.value, key=record.key, headers=HEADERS)
+            for record in records
         ]
         await asyncio.gather(*futures)
 

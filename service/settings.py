@@ -166,13 +166,19 @@ class CommandSettings(Section):
 
     enabled: bool = True
     group_id: str = "ccc-bridge-commands"
-    concurrency: int = Field(16, ge=1)  # commands executing at once, per process
+    concurrency: int = Field(16, ge=1)  # CCC calls at once, per process
+    # Commands read and not yet answered, per process: a command also waits on Kafka for its
+    # ledger entries and result, and meanwhile others' calls go on. Bounds memory.
+    max_in_flight: int = Field(256, ge=1)
     # Commands without expires_at expire this long after their Kafka timestamp; None: never.
     default_expiry_s: float | None = Field(None, gt=0)
     # Where a new consumer group starts: earliest also runs commands sent before the first start.
     start_from: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(10_000, ge=1000)  # a dead worker's partitions move after this
     commit_interval_s: float = Field(0.2, gt=0)
+    # How long a fetch may wait for new commands. Kafka answers as soon as one arrives; the
+    # embedded broker waits the whole time, so this bounds a command's wait there.
+    fetch_max_wait_ms: int = Field(20, ge=0)
 
 
 class WebhookEndpoint(Section):

@@ -24,6 +24,7 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticSerializationError, to_json
 
 from service.events.models import EventData, Outbound, UtcTime
 
@@ -51,6 +52,17 @@ MAX_PHONE_NUMBERS = 1000
 MAX_TEMPLATE_PARAM_LENGTH = 35
 
 
+# Metadata rides on every result: kept small so a result always fits a Kafka message.
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def metadata_fits(metadata: dict[str, Any]) -> bool:
+    try:
+        return len(to_json(metadata)) <= MAX_METADATA_BYTES
+    except (PydanticSerializationError, ValueError, RecursionError):
+        return True  # unwritable, which is reported as such
+
+
 class Inbound(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,6 +73,13 @@ class CommandBase(Inbound):
     instance_id: Text
     expires_at: AwareDatetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_fits(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        if not metadata_fits(metadata):
+            raise ValueError(f"larger than {MAX_METADATA_BYTES // 1024} KiB as JSON")
+        return metadata
 
 
 class DialEx(CommandBase):
@@ -179,10 +198,18 @@ def parse_command(kind: CommandKind, value: bytes | None, instances: frozenset[s
         raise InvalidCommandError([FieldError(field="", reason="the message has no value")])
     try:
         document = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidCommandError([FieldError(field="", reason=f"not JSON: {error}")]) from None
+    except (ValueError, RecursionError) as error:  # also too deep, or too many digits
+        reason = f"not JSON: {_printable(str(error))}"
+        raise InvalidCommandError([FieldError(field="", reason=reason)]) from None
     body = _unwrap(kind, document)
-    command = validate_command(kind, body)
+    # Whatever is read must be writable again, in the ledger, the result and the DLQ.
+    unwritable = _unwritable(body)
+    try:
+        command = validate_command(kind, body)
+    except InvalidCommandError as invalid:
+        raise InvalidCommandError(unwritable + invalid.errors, *_readable(body)) from None
+    if unwritable:
+        raise InvalidCommandError(unwritable, *_readable(body))
     if command.instance_id not in instances:
         reason = (
             f"unknown instance {command.instance_id!r}: this service serves {sorted(instances)}"
@@ -208,7 +235,9 @@ def _unwrap(kind: CommandKind, document: object) -> object:
     expected = COMMAND_TYPE.format(kind=kind)
     if document.get("type") not in (None, expected):
         reason = f"a CloudEvent on this topic must have type {expected!r}"
-        raise InvalidCommandError([FieldError(field="type", reason=reason)])
+        raise InvalidCommandError(
+            [FieldError(field="type", reason=reason)], *_readable(document.get("data"))
+        )
     if not isinstance(document.get("data"), dict):
         raise InvalidCommandError(
             [FieldError(field="data", reason="a CloudEvent's data must be a command object")]
@@ -225,22 +254,53 @@ def _field_errors(error: ValidationError) -> list[FieldError]:
         loc = e["loc"][1:] if e["loc"] and e["loc"][0] in _TAGS else e["loc"]
         if e["type"] in {"union_tag_invalid", "union_tag_not_found"}:
             loc = (str(e.get("ctx", {}).get("discriminator", "")).strip("'"),)
-        reason = e["msg"].removeprefix("Value error, ")
+        reason = _printable(e["msg"].removeprefix("Value error, "))  # it may quote the input
         errors.append(FieldError(field=".".join(str(part) for part in loc), reason=reason))
     return errors
 
 
 def _readable(body: object) -> tuple[str | None, str | None, dict[str, Any] | None]:
-    """command_id, instance_id and metadata, where they are of the right type."""
+    """command_id, instance_id and metadata, where they are of the right type and can be
+    written back."""
     if not isinstance(body, dict):
         return None, None, None
 
     def text(name: str) -> str | None:
         value = body.get(name)
-        return value if isinstance(value, str) and 0 < len(value) <= 200 else None
+        if isinstance(value, str) and 0 < len(value) <= 200 and _writable(value):
+            return value
+        return None
 
     metadata = body.get("metadata")
-    return text("command_id"), text("instance_id"), metadata if isinstance(metadata, dict) else None
+    usable = isinstance(metadata, dict) and _writable(metadata) and metadata_fits(metadata)
+    return text("command_id"), text("instance_id"), metadata if usable else None
+
+
+def _writable(value: object) -> bool:
+    """JSON can carry what pydantic cannot write back: lone surrogates (`"\\udc00"`) and
+    nesting deeper than its serializer's limit (about 255)."""
+    try:
+        to_json(value)
+    except (PydanticSerializationError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _unwritable(body: object) -> list[FieldError]:
+    if not isinstance(body, dict):
+        return []
+    return [
+        FieldError(
+            field=name if _writable(name) else "",
+            reason="cannot be written back as JSON (a lone surrogate, or nested too deep)",
+        )
+        for name, value in body.items()
+        if not (_writable(name) and _writable(value))
+    ]
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode()
 
 
 # -- results ----------------------------------------------------------------------------

@@ -66,6 +66,9 @@ class Ccc(Protocol):
 
 
 DEAD_LETTER = "com.aliyun.ccc.command.dlq"
+# Kafka's default message size is 1 MB and base64 adds a third: a bigger value is cut here
+# (the original stays on its topic, at the partition and offset the record names).
+MAX_DEAD_VALUE = 512 * 1024
 
 
 class DeadLetter(Outbound):
@@ -81,6 +84,8 @@ class DeadLetter(Outbound):
     timestamp_ms: int | None
     key_base64: str | None
     value_base64: str | None
+    value_bytes: int | None  # the original value's size
+    value_truncated: bool = False  # True: only its first MAX_DEAD_VALUE bytes are kept
     headers: list[tuple[str, str]]  # (name, value in base64)
     rejected_at: datetime
 
@@ -142,7 +147,8 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
         self._owned: set[TopicPartition] = set()  # assigned, with their ledger loaded
         self._generation = 0  # assignments so far: records fetched in an older one are stale
         self._ledger_loaded = asyncio.Event()
-        self._slots = asyncio.Semaphore(settings.commands.concurrency)
+        self._slots = asyncio.Semaphore(settings.commands.max_in_flight)
+        self._calls = asyncio.Semaphore(settings.commands.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._last: dict[tuple[int, str], asyncio.Task[None]] = {}  # per command id: its latest
         self._commit_lock = asyncio.Lock()
@@ -165,6 +171,7 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=commands.session_timeout_ms,
             heartbeat_interval_ms=commands.session_timeout_ms // 3,
+            fetch_max_wait_ms=commands.fetch_max_wait_ms,
         )
         consumer.subscribe(list(self._kinds), listener=self)
         committer = asyncio.create_task(self._commit_every(commands.commit_interval_s))
@@ -216,6 +223,9 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
             command = parse_command(kind, record.value, self._instances)
         except InvalidCommandError as invalid:
             return invalid
+        except Exception as error:  # a parser bug must not stop the worker: dead-letter it
+            log.exception("command_parse_failed", topic=record.topic, offset=record.offset)
+            return InvalidCommandError([FieldError(field="", reason=f"cannot be read: {error!r}")])
         if record.key != command.command_id.encode():
             reason = (
                 "the Kafka key must be the command_id: it keeps every copy of a command on "
@@ -311,7 +321,8 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
             attempts += 1
 
         try:
-            response = await self._ccc.call(action, params, on_attempt=count)
+            async with self._calls:
+                response = await self._ccc.call(action, params, on_attempt=count)
         except CccError as error:
             outcome = from_error(action, error, now())
         else:
@@ -391,7 +402,9 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
             offset=source.offset,
             timestamp_ms=record.timestamp,
             key_base64=_b64(record.key),
-            value_base64=_b64(record.value),
+            value_base64=_b64(None if record.value is None else record.value[:MAX_DEAD_VALUE]),
+            value_bytes=None if record.value is None else len(record.value),
+            value_truncated=record.value is not None and len(record.value) > MAX_DEAD_VALUE,
             headers=[(name, _b64(value) or "") for name, value in record.headers or ()],
             rejected_at=at,
         )
