@@ -57,6 +57,8 @@ MAX_METADATA_BYTES = 64 * 1024
 
 
 def metadata_fits(metadata: dict[str, Any]) -> bool:
+    if not metadata:
+        return True
     try:
         return len(to_json(metadata)) <= MAX_METADATA_BYTES
     except (PydanticSerializationError, ValueError, RecursionError):
@@ -287,7 +289,7 @@ def _writable(value: object) -> bool:
 
 
 def _unwritable(body: object) -> list[FieldError]:
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) or _writable(body):  # the whole at once: the usual case
         return []
     return [
         FieldError(

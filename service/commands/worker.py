@@ -179,7 +179,7 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
             await consumer.start()
             while not stop.is_set():
                 generation = self._generation
-                batches = await consumer.getmany(timeout_ms=200, max_records=100)
+                batches = await consumer.getmany(timeout_ms=200, max_records=500)
                 for tp, records in batches.items():
                     for record in records:
                         await self._slots.acquire()  # backpressure: no fetch beyond the slots
