@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.emulator_process import start_emulator, stop_process
+from bench.report import verdict
 from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.ccc.client import CccClient
@@ -433,10 +434,6 @@ def report(args: argparse.Namespace, figures: Figures) -> None:
         f"      every command succeeded  {succeeded}/{results}     "
         f"{verdict(succeeded == results and figures.bare_failures == 0)}"
     )
-
-
-def verdict(met: bool) -> str:  # noqa: FBT001 - a yes/no to print
-    return "met" if met else "MISSED"
 
 
 def main() -> int:

@@ -41,6 +41,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.emulator_process import start_emulator, stop_process
+from bench.report import verdict
 from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.ccc.client import CccClient
@@ -382,10 +383,6 @@ def report(args: argparse.Namespace, figures: Figures) -> None:
         f"{verdict(p99 <= budget_ms)}"
     )
     print(f"  (4) peak RSS             {peak_mb:.0f} MB      (recorded, no target)")
-
-
-def verdict(met: bool) -> str:  # noqa: FBT001 - a yes/no to print
-    return "met" if met else "MISSED"
 
 
 def main() -> int:

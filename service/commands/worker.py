@@ -149,6 +149,7 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
         self._ledger_loaded = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.commands.max_in_flight)
         self._calls = asyncio.Semaphore(settings.commands.concurrency)
+        self._starting = asyncio.Semaphore(settings.commands.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._last: dict[tuple[int, str], asyncio.Task[None]] = {}  # per command id: its latest
         self._commit_lock = asyncio.Lock()
@@ -184,9 +185,11 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
                     for record in records:
                         await self._slots.acquire()  # backpressure: no fetch beyond the slots
                         if generation != self._generation:
-                            # A rebalance since the fetch: whoever owns the partition now
-                            # reads these again from the last commit.
+                            # A rebalance since the fetch: these are read again, from here
+                            # if the partition is still ours, else by its new owner.
                             self._slots.release()
+                            if tp in consumer.assignment():
+                                consumer.seek(tp, record.offset)
                             break
                         self._dispatch(tp, record)
             await self._drain()
@@ -311,22 +314,29 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
         self, source: CommandSource, command: Command, received_at: datetime
     ) -> bool:
         action, params = ccc_request(command)
-        started = Entry(state="started", source=source, action=action)
-        if not await self._acked(partial(self._ledger.write, command.command_id, started)):
-            return False  # never started: the message is read again later
         attempts = 0
 
         def count() -> None:
             nonlocal attempts
             attempts += 1
 
+        # Bounded both ways: at most `concurrency` commands are `started` and waiting for a
+        # call slot, and `concurrency` calling, so a worker that dies leaves at most twice
+        # that many to be answered `indeterminate`. Writing `started` while others call
+        # keeps the calls going (bench/commands.py).
+        async with self._starting:
+            started = Entry(state="started", source=source, action=action)
+            if not await self._acked(partial(self._ledger.write, command.command_id, started)):
+                return False  # never started: the message is read again later
+            await self._calls.acquire()
         try:
-            async with self._calls:
-                response = await self._ccc.call(action, params, on_attempt=count)
+            response = await self._ccc.call(action, params, on_attempt=count)
         except CccError as error:
             outcome = from_error(action, error, now())
         else:
             outcome = succeeded(action, response, attempts, now())
+        finally:
+            self._calls.release()
         log.info(
             "command_executed",
             command_id=command.command_id,

@@ -16,7 +16,7 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pytest
@@ -34,6 +34,7 @@ from service.kafka.admin import COMMAND_TOPICS, describe_topics
 from service.kafka.connection import client_options
 from service.settings import CommandSettings, KafkaSettings, PollerSettings, Settings
 from tests.inspection import eventually
+from tests.integration.commands import Answers, Where
 from tests.integration.pipeline import INSTANCE, service_settings
 
 NO_POLLERS = PollerSettings(
@@ -366,35 +367,6 @@ probes = st.one_of(near_valid(), near_valid(), junk())
 
 
 @dataclass
-class Answers:
-    """Every result and DLQ record so far, read as they come, by the message they answer."""
-
-    consumer: AIOKafkaConsumer
-    results_topic: str
-    results: dict[tuple[str, int, int], list[dict[str, Any]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    dead: dict[tuple[str, int, int], list[dict[str, Any]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-
-    async def poll(self) -> None:
-        for records in (await self.consumer.getmany(timeout_ms=100)).values():
-            for record in records:
-                document = json.loads(record.value)
-                if record.topic == self.results_topic:
-                    source = document["data"]["source"]
-                    where = (source["topic"], source["partition"], source["offset"])
-                    self.results[where].append(document)
-                else:
-                    where = (document["topic"], document["partition"], document["offset"])
-                    self.dead[where].append(document)
-
-    def all_results(self) -> list[dict[str, Any]]:
-        return [result["data"] for found in self.results.values() for result in found]
-
-
-@dataclass
 class Running:
     settings: Settings
     service: asyncio.Task[None]
@@ -543,7 +515,7 @@ async def test_every_message_is_answered_and_the_worker_keeps_running(
     alive(running)
 
 
-def answered(answers: Answers, where: tuple[str, int, int]) -> bool:
+def answered(answers: Answers, where: Where) -> bool:
     """A result, or a DLQ record and (when it names a command id) the rejected result that
     follows it."""
     if where in answers.results:

@@ -1,0 +1,326 @@
+"""The command pipeline end to end (PRODUCT.md sections 3-4): the real service against the
+embedded broker and the emulator over HTTP, with mixed traffic (every command shape, second
+copies of commands, invalid messages) and faults injected in CCC.
+
+Whatever happens (throttling, 5xx, a worker killed with SIGKILL, every message read again by
+another group), each command id has its effect in CCC at most once, each message is answered
+by exactly one result (or DLQ record), and what a result says CCC did is what the emulator
+recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from service.app import run_service
+from service.emulator.config import DEFAULT_ACCESS_KEY_SECRET, EmulatorConfig
+from service.emulator.server import EmulatorServer
+from service.kafka.admin import ensure_topics
+from service.settings import (
+    CommandSettings,
+    KafkaSettings,
+    PollerSettings,
+    Settings,
+    TopicSettings,
+)
+from tests.inspection import eventually
+from tests.integration.commands import (
+    Answers,
+    Effects,
+    Message,
+    Where,
+    answers,
+    check_answers,
+    check_effects,
+    command_faults,
+    effects,
+    expected_statuses,
+    mixed_commands,
+    seed_calls,
+    send,
+)
+from tests.integration.kafka_io import ROOT
+from tests.integration.pipeline import INSTANCE, service_settings
+
+NO_POLLERS = PollerSettings(
+    agent_states=False, agent_state_logs=False, calls=False, skill_groups=False
+)
+# A quiet contact centre: no inbound calls, only the commands' calls, SMS and surveys.
+EMULATOR = EmulatorConfig(
+    instances=(INSTANCE,), agents=2, seed=7, speed=1, inbound_calls_per_minute=0
+)
+
+
+def command_service(
+    emulator: EmulatorServer, kafka: KafkaSettings, topics: TopicSettings, **commands: Any
+) -> Settings:
+    """The service for commands alone, in a consumer group of this test's own."""
+    return service_settings(emulator, kafka.bootstrap_servers).model_copy(
+        update={
+            "topics": topics,
+            "pollers": NO_POLLERS,
+            "commands": CommandSettings(group_id=f"cmd-{uuid.uuid4().hex[:12]}", **commands),
+        }
+    )
+
+
+async def prepared(emulator: EmulatorServer, settings: Settings, appraisals: int) -> list[str]:
+    """The topics created and `appraisals` calls placed to survey: their contact ids."""
+    await ensure_topics(settings.kafka, settings.topics)
+    return await seed_calls(emulator, settings.ccc, appraisals)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+    """The service in this process; stopped on the way out, which must end it cleanly."""
+    stop = asyncio.Event()
+    service = asyncio.create_task(run_service(settings, stop))
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(service, timeout=30)
+
+
+async def answered(
+    found: Answers, sent: dict[Where, Message], service: asyncio.Task[None], times: int = 1
+) -> None:
+    async def check() -> bool:
+        assert not service.done(), service  # the worker must keep running whatever comes
+        await found.poll()
+        return found.answered(sent, times)
+
+    await eventually(check, deadline_s=60)
+    await found.poll()  # a rejected result may follow its DLQ record
+
+
+async def test_mixed_commands_under_faults_each_run_at_most_once_and_are_answered_once(
+    kafka_settings: KafkaSettings, topic_settings: TopicSettings
+) -> None:
+    """500 messages: 350 valid commands of five shapes, 50 second copies of some of them,
+    100 invalid ones of seven kinds; CCC throttles 10% and fails 10% (503 or 500) of calls."""
+    async with EmulatorServer(EMULATOR) as emulator:
+        settings = command_service(emulator, kafka_settings, topic_settings)
+        acids = await prepared(emulator, settings, 140)
+        messages = mixed_commands(500, acids, seed=1, tag=uuid.uuid4().hex[:6])
+        await command_faults(emulator, throttle_rate=0.1, error_rate=0.1)
+        async with serving(settings) as service, answers(settings) as found:
+            sent = await send(settings, messages)
+            await answered(found, sent, service)
+        seen = await effects(emulator)
+
+    firsts = check_answers(sent, found)
+    check_effects(sent, firsts, seen, seeded=set(acids) | seeded_callees(seen))
+    statuses = Counter(r["data"]["status"] for r in found.distinct().values())
+    assert statuses == expected_statuses(sent, firsts)
+    assert (statuses["duplicate"], statuses["rejected"]) == (50, 86)  # 100 less 14 not JSON
+    assert sum(len(letters) for letters in found.dead.values()) == 100
+    # The faults were met: throttling and 503s retried to success, 500s left indeterminate.
+    codes = seen.codes()
+    assert codes["Throttling.User"] > 0, codes
+    assert codes["ServiceUnavailable"] > 0, codes
+    assert any(d["status"] == "succeeded" and d["attempts"] > 1 for d in firsts.values())
+    assert 0 < statuses["indeterminate"] == codes["InternalError"], (statuses, codes)
+    assert statuses["succeeded"] > 0.7 * len(firsts), statuses
+
+
+def seeded_callees(seen: Effects) -> set[str]:
+    """The seed calls' marks (callees starting 136): placed by the test, not by a command."""
+    return {mark for mark in seen.executed if mark.startswith("136")}
+
+
+# -- two worker processes, one killed -----------------------------------------------------
+
+
+async def start_worker(settings: Settings, config: Path, log: Path) -> asyncio.subprocess.Process:
+    """`ccc-bridge run` as an operator starts it: a config file, the secret in the env, its
+    JSON log lines (info: partition assignments, commands executed) in `log`."""
+    document = settings.model_dump(mode="json", exclude={"ccc": {"access_key_secret"}})
+    await asyncio.to_thread(config.write_text, yaml.safe_dump(document), encoding="utf-8")
+    env = os.environ | {
+        "CCC_BRIDGE_CCC__ACCESS_KEY_SECRET": DEFAULT_ACCESS_KEY_SECRET,
+        "PYTHONUNBUFFERED": "1",
+    }
+    with log.open("wb") as stderr:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service",
+            "--log-level",
+            "info",
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            str(config),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+def log_events(log: Path, event: str) -> list[dict[str, Any]]:
+    found = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if f'"{event}"' in line and line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("event") == event:
+                found.append(entry)
+    return found
+
+
+def assignment(log: Path) -> set[str]:
+    """The partitions a worker was last assigned."""
+    assigned = log_events(log, "command_partitions_assigned")
+    return set(assigned[-1]["partitions"]) if assigned else set()
+
+
+def unanswered(found: Answers, sent: dict[Where, Message]) -> dict[str, list[int]]:
+    """The offsets of the messages still without their answer, by topic partition."""
+    missing: dict[str, list[int]] = {}
+    for (topic, partition, offset), message in sorted(sent.items()):
+        if not found.answered({(topic, partition, offset): message}):
+            missing.setdefault(f"{topic}:{partition}", []).append(offset)
+    return missing
+
+
+async def stop_worker(process: asyncio.subprocess.Process) -> int:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode
+
+
+async def test_two_workers_one_killed_mid_run_and_restarted_still_run_each_command_once(
+    kafka_settings: KafkaSettings, topic_settings: TopicSettings, tmp_path: Path
+) -> None:
+    """Two `ccc-bridge run` processes share the group; one is killed with SIGKILL while
+    commands run (each call held 50 ms by CCC) and restarted at once, as a supervisor does."""
+    concurrency = 4
+    async with EmulatorServer(EMULATOR) as emulator:
+        settings = command_service(
+            emulator, kafka_settings, topic_settings, concurrency=concurrency,
+            session_timeout_ms=6000,
+        )  # fmt: skip
+        acids = await prepared(emulator, settings, 84)
+        messages = mixed_commands(300, acids, seed=2, tag=uuid.uuid4().hex[:6])
+        await command_faults(emulator, latency_ms=50, throttle_rate=0.05, error_rate=0.05)
+        config = tmp_path / "service.yaml"
+        logs = [tmp_path / name for name in ("a.log", "b.log", "a2.log")]
+        workers = [await start_worker(settings, config, log) for log in logs[:2]]
+        try:
+
+            async def both_assigned() -> bool:
+                for worker in workers:
+                    assert worker.returncode is None, logs
+                a, b = assignment(logs[0]), assignment(logs[1])
+                return bool(a) and bool(b) and not a & b and len(a | b) == 3 * 2
+
+            await eventually(both_assigned, deadline_s=60)
+            async with answers(settings) as found:
+                sent = await send(settings, messages)
+
+                async def a_at_work() -> bool:
+                    return len(log_events(logs[0], "command_executed")) >= 10
+
+                await eventually(a_at_work, deadline_s=60)
+                workers[0].kill()
+                await workers[0].wait()
+                await found.poll()
+                assert not found.answered(sent), "the kill came after the last command"
+                workers.append(await start_worker(settings, config, logs[2]))
+
+                async def all_answered() -> bool:
+                    for worker in workers[1:]:
+                        assert worker.returncode is None, logs
+                    await found.poll()
+                    return found.answered(sent)
+
+                try:
+                    await eventually(all_answered, deadline_s=60)
+                except AssertionError:
+                    raise AssertionError(f"never answered: {unanswered(found, sent)}") from None
+                await found.poll()
+        finally:
+            codes = [await stop_worker(worker) for worker in workers]
+        seen = await effects(emulator)
+
+    assert codes == [-signal.SIGKILL, 0, 0]  # the survivors stop cleanly
+    firsts = check_answers(sent, found)
+    check_effects(sent, firsts, seen, seeded=seeded_callees(seen))
+    statuses = Counter(r["data"]["status"] for r in found.distinct().values())
+    assert statuses == expected_statuses(sent, firsts)
+    mark = {m.command_id: m.mark or "" for m in sent.values()}
+    # Unknown outcomes only where a call was cut off by the kill (or CCC answered 500).
+    interrupted = [d for d in firsts.values() if (d["error"] or {}).get("code") == "Interrupted"]
+    never_sent = [d["command_id"] for d in interrupted if not seen.requests[mark[d["command_id"]]]]
+    assert interrupted, "the kill cut no call short: it tested nothing"
+    # A worker holds at most `concurrency` commands calling CCC and as many `started` and
+    # waiting for a call slot: only those can be cut off, and only the latter never sent.
+    assert len(interrupted) <= 2 * concurrency, (
+        f"{len(interrupted)} indeterminate by the kill, {len(never_sent)} of them never sent "
+        f"to CCC, e.g. {never_sent[:5]}"
+    )
+    assert len(never_sent) <= concurrency, never_sent
+    assert log_events(logs[2], "command_partitions_assigned"), "the restarted worker took part"
+
+
+# -- every message read again -------------------------------------------------------------
+
+
+async def test_every_message_read_again_is_answered_with_the_same_ids_and_no_ccc_call(
+    kafka_settings: KafkaSettings, topic_settings: TopicSettings
+) -> None:
+    """Once all is answered, a second consumer group reads every command topic from the
+    start (as a reset of the group's offsets would): nothing reaches CCC again, and each
+    message's answer comes again under the same id."""
+    async with EmulatorServer(EMULATOR) as emulator:
+        settings = command_service(emulator, kafka_settings, topic_settings)
+        acids = await prepared(emulator, settings, 28)
+        messages = mixed_commands(100, acids, seed=3, tag=uuid.uuid4().hex[:6])
+        await command_faults(emulator, throttle_rate=0.1, error_rate=0.1)
+        async with answers(settings) as found:
+            async with serving(settings) as service:
+                sent = await send(settings, messages)
+                await answered(found, sent, service)
+            before = await effects(emulator)
+            first_answers = {where: list(results) for where, results in found.results.items()}
+            check_answers(sent, found)
+            again = settings.model_copy(
+                update={"commands": CommandSettings(group_id=f"again-{uuid.uuid4().hex[:12]}")}
+            )
+            async with serving(again) as service:
+                await answered(found, sent, service, times=2)
+        after = await effects(emulator)
+
+    assert after == before  # no request for a command action, nothing done in CCC
+    check_answers(sent, found)  # still one id per message, the answers as before
+    for where, message in sent.items():
+        results, dead = found.results.get(where, []), found.dead.get(where, [])
+        context = f"{message}: {results} {dead}"
+        if message.role == "invalid":
+            assert len(dead) == 2, context  # the same dlq_id: checked above
+        assert len(results) == (0 if message.command_id is None else 2), context
+        if message.role == "first":
+            # The ledger's result, published again as it was.
+            assert results[1] == results[0] == first_answers[where][0], context
+        elif message.role == "copy":
+            assert results[1]["data"]["original"] == results[0]["data"]["original"], context
