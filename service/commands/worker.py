@@ -4,8 +4,9 @@ command through CCC at most once, answering every message with one result or DLQ
 For each message, in this order:
 1. parse and validate; a bad one goes to the DLQ (and gets a `rejected` result when its
    command id can be read);
-2. look its command id up in the ledger: a known outcome gets a `duplicate` result, a
-   `started` with no outcome (a crash mid-call) an `indeterminate` one, without calling CCC;
+2. look its command id up in the ledger: the message that produced a known outcome gets
+   that result again, another message a `duplicate` result, and a `started` with no
+   outcome (a crash mid-call) an `indeterminate` one, all without calling CCC;
 3. expired commands get `expired`; the rest are written `started` to the ledger (and
    acknowledged) before CCC is called, then `done` with the result;
 4. the result is published, and only then may the offset be committed.
@@ -61,7 +62,7 @@ class Ccc(Protocol):
         action: str,
         params: Mapping[str, Any] | None = None,
         *,
-        on_attempt: Any = None,
+        on_attempt: Callable[[], None] | None = None,
     ) -> Any: ...
 
 
@@ -72,7 +73,8 @@ MAX_DEAD_VALUE = 512 * 1024
 
 
 class DeadLetter(Outbound):
-    """A command message that could not be parsed or validated, kept whole with the reason."""
+    """A command message that could not be parsed or validated, with the reason, its key,
+    headers and value (the first MAX_DEAD_VALUE bytes of a bigger one)."""
 
     dlq_id: str  # the same for the same message, however often it is rejected
     reason: str
@@ -449,9 +451,9 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
                 return
             try:
                 await self._consumer.commit(positions)
-            except (
-                KafkaError
-            ) as error:  # the next commit tries again; a redelivery is answered from the ledger
+            except KafkaError as error:
+                # The next commit tries again; meanwhile a redelivery is answered from the
+                # ledger with the same result.
                 log.warning("command_commit_failed", error=str(error))
             else:
                 self._offsets.committed |= positions
