@@ -51,6 +51,7 @@ from service.kafka.producer import OutRecord, Producer
 from service.logs import configure_logging
 from service.settings import (
     CommandSettings,
+    HttpSettings,
     KafkaSettings,
     PollerSettings,
     RateLimitSettings,
@@ -321,6 +322,7 @@ def bench_settings(url: str, kafka: KafkaSettings, concurrency: int) -> Settings
             url, instances=[INSTANCE], rate_limits=RateLimitSettings(default_per_s=None)
         ),
         kafka=kafka,
+        http=HttpSettings(host="127.0.0.1", port=0),
         topics=TopicSettings(prefix=f"bench{run}."),
         pollers=PollerSettings(
             agent_states=False, agent_state_logs=False, calls=False, skill_groups=False

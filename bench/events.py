@@ -57,6 +57,7 @@ from service.kafka.producer import HEADERS, CheckpointStore, EventPublisher, Pro
 from service.logs import configure_logging
 from service.settings import (
     CccSettings,
+    HttpSettings,
     KafkaSettings,
     PollerSettings,
     RateLimitSettings,
@@ -260,6 +261,7 @@ async def latency(
     settings = Settings(
         ccc=ccc_settings(url),
         kafka=kafka,
+        http=HttpSettings(host="127.0.0.1", port=0),
         topics=fresh_topics(),
         pollers=PollerSettings(
             agent_states=True,

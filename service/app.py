@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
+from functools import partial
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -40,27 +41,32 @@ from service.events.pollers import (
 from service.kafka.admin import COMMAND_TOPICS, describe_topics, ensure_topics
 from service.kafka.producer import CheckpointStore, EventPublisher, Producer
 from service.settings import ConfigError, PollerSettings, Settings
+from service.web import Probes, Readiness, serving
 
 log = structlog.get_logger(__name__)
 
 
-def pollers(ports: InstancePorts, settings: PollerSettings) -> list[tuple[Cycle, float]]:
-    """(cycle, interval) of every enabled stream of one instance."""
-    plan: list[tuple[Cycle, float]] = []
+def pollers(ports: InstancePorts, settings: PollerSettings) -> list[tuple[str, Cycle, float]]:
+    """(stream, cycle, interval) of every enabled stream of one instance."""
+    plan: list[tuple[str, Cycle, float]] = []
     if settings.agent_states:
-        plan.append((AgentStatePoller(ports).cycle, settings.agent_states_interval_s))
+        plan.append(
+            ("agent_states", AgentStatePoller(ports).cycle, settings.agent_states_interval_s)
+        )
     if settings.agent_state_logs:
         poller = StateLogPoller(
             ports,
             settle_ms=int(settings.agent_state_logs_settle_s * 1000),
             backfill_ms=int(settings.agent_state_logs_backfill_s * 1000),
         )
-        plan.append((poller.cycle, settings.agent_state_logs_interval_s))
+        plan.append(("agent_state_logs", poller.cycle, settings.agent_state_logs_interval_s))
     if settings.calls:
         calls = CallPoller(ports, int(settings.calls_lookback_s * 1000))
-        plan.append((calls.cycle, settings.calls_interval_s))
+        plan.append(("calls", calls.cycle, settings.calls_interval_s))
     if settings.skill_groups:
-        plan.append((SkillGroupPoller(ports).cycle, settings.skill_groups_interval_s))
+        plan.append(
+            ("skill_groups", SkillGroupPoller(ports).cycle, settings.skill_groups_interval_s)
+        )
     return plan
 
 
@@ -122,15 +128,27 @@ async def run_service(
             await _check_ccc(ccc, settings)
             if settings.commands.enabled:
                 await _check_command_topics(settings)
-            async with asyncio.TaskGroup() as group:
+            probes = Probes(
+                kafka_reachable=producer.reachable,
+                ccc_answered_at=lambda: ccc.answered_at,
+                ask_ccc=partial(ccc.call, "GetInstance", {"InstanceId": settings.ccc.instances[0]}),
+            )
+            readiness = Readiness(stop, {"kafka": probes.kafka, "ccc": probes.ccc})
+            # Served until everything else has stopped: /readyz says 503 meanwhile.
+            async with serving(settings.http, readiness), asyncio.TaskGroup() as group:
+                group.create_task(probes.run(settings.http, stop))
                 if settings.commands.enabled:
                     worker = CommandWorker(settings, producer, ccc, publisher)
+                    readiness.checks["commands"] = worker.assignment_problem
                     group.create_task(worker.run(stop))
                 for instance_id in settings.ccc.instances:
                     directory = Directory(ccc, instance_id, settings.pollers.directory_refresh_s)
                     ports = InstancePorts(instance_id, ccc, publisher, checkpoints, directory)
-                    for cycle, interval_s in pollers(ports, settings.pollers):
-                        group.create_task(poll_loop(cycle, interval_s, stop))
+                    for stream, cycle, interval_s in pollers(ports, settings.pollers):
+                        loop = poll_loop(
+                            cycle, interval_s, stop, stream=stream, instance_id=instance_id
+                        )
+                        group.create_task(loop)
                 log.info("service_started", instances=settings.ccc.instances)
                 if on_ready is not None:
                     on_ready()

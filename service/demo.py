@@ -36,7 +36,7 @@ from service.events.pollers import until_acked
 from service.events.tail import follow
 from service.kafka.admin import COMMAND_TOPICS, EVENT_TOPICS
 from service.kafka.producer import OutRecord, Producer
-from service.settings import KafkaSettings, PollerSettings, Settings
+from service.settings import HttpSettings, KafkaSettings, PollerSettings, Settings
 
 INSTANCE = "ccc-demo"
 # What a person watching wants: who is doing what, and how calls went. The state log and
@@ -84,6 +84,7 @@ def demo_settings(emulator: EmulatorServer, broker: EmbeddedBroker) -> Settings:
     return Settings(
         ccc=client_settings(emulator.url, instances=[INSTANCE]),
         kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
+        http=HttpSettings(host="127.0.0.1", port=0),  # on a laptop 8080 may be taken
         pollers=PollerSettings(
             agent_states_interval_s=1.0,
             agent_state_logs_interval_s=2.0,

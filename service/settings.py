@@ -195,6 +195,9 @@ class WebhookSettings(Section):
 class HttpSettings(Section):
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
     port: int = Field(8080, ge=0, le=65535)
+    probe_interval_s: float = Field(5.0, gt=0)  # how often /readyz's Kafka and CCC checks run
+    probe_timeout_s: float = Field(3.0, gt=0)
+    ccc_fresh_s: float = Field(60.0, gt=0)  # CCC must have answered within this
     api_keys: list[SecretStr] = Field(default_factory=list)
 
 

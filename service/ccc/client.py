@@ -46,6 +46,7 @@ from service.ccc.errors import (
     error_from_response,
 )
 from service.ccc.signing import authorize, form_encode
+from service.metrics import CCC_CALL_SECONDS, CCC_CALLS
 from service.settings import CccSettings, RetrySettings
 
 log = structlog.get_logger(__name__)
@@ -106,6 +107,7 @@ class CccClient:
         self._session: aiohttp.ClientSession | None = None
         self._server_offset_ms = 0
         self._server_date: str | None = None
+        self.answered_at: float | None = None  # monotonic time of CCC's latest good answer
 
     async def __aenter__(self) -> Self:
         return self
@@ -255,8 +257,18 @@ class CccClient:
         )
         # Every parameter in the form body: the gateway signs query and body alike, and a
         # fixed URL spares building one per call.
-        status, headers, body = await self._post(spec.name, form_encode(params))
-        return self._parse(spec, status, headers, body)
+        started = time.monotonic()
+        try:
+            status, headers, body = await self._post(spec.name, form_encode(params))
+            response = self._parse(spec, status, headers, body)
+        except CccError as error:
+            CCC_CALLS.labels(spec.name, getattr(error, "code", type(error).__name__)).inc()
+            raise
+        finally:
+            CCC_CALL_SECONDS.labels(spec.name).observe(time.monotonic() - started)
+        CCC_CALLS.labels(spec.name, "ok").inc()
+        self.answered_at = time.monotonic()
+        return response
 
     async def _post(self, action: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
         try:

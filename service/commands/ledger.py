@@ -49,6 +49,9 @@ class Ledger:
                 loaded[record.partition][record.key.decode()] = record.value
         self._entries |= loaded
 
+    def size(self) -> int:
+        return sum(len(entries) for entries in self._entries.values())
+
     def forget(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self._entries.pop(partition, None)

@@ -51,6 +51,7 @@ from service.events.pollers import until_acked
 from service.kafka.admin import COMMAND_TOPICS
 from service.kafka.connection import client_options
 from service.kafka.producer import EventPublisher, OutRecord, Producer
+from service.metrics import COMMANDS, LEDGER_ENTRIES
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -145,6 +146,7 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
         self._dlq = topics.name("command_dlq")
         self._instances = frozenset(settings.ccc.instances)
         self._ledger = Ledger(producer, settings.kafka, topics.name("ledger"))
+        LEDGER_ENTRIES.set_function(self._ledger.size)
         self._offsets = Offsets()
         self._owned: set[TopicPartition] = set()  # assigned, with their ledger loaded
         self._generation = 0  # assignments so far: records fetched in an older one are stale
@@ -397,7 +399,10 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
             result.completed_at,
             result,
         )
-        return await self._acked(partial(self._publisher.publish, [emitted]))
+        if not await self._acked(partial(self._publisher.publish, [emitted])):
+            return False
+        COMMANDS.labels(result.kind, result.status).inc()
+        return True
 
     async def _reject(
         self, source: CommandSource, record: Any, invalid: InvalidCommandError
@@ -434,6 +439,12 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
             completed_at=at,
         )
         return await self._publish(self._result(source, invalid, at, outcome))
+
+    def assignment_problem(self) -> str | None:
+        """For /readyz: None while this worker holds its assignment (its ledger loaded)."""
+        if self._ledger_loaded.is_set():
+            return None
+        return "the command consumer is joining its group or rebalancing"
 
     # -- commits and rebalances ------------------------------------------------------
 

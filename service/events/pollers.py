@@ -32,6 +32,7 @@ from service.events.core import (
     windows,
 )
 from service.kafka.producer import PublishError
+from service.metrics import POLL_CYCLE_SECONDS, POLL_LAG_SECONDS
 
 log = structlog.get_logger(__name__)
 
@@ -113,8 +114,14 @@ class InstancePorts:
 Cycle = Callable[[asyncio.Event], Awaitable[None]]
 
 
-async def poll_loop(cycle: Cycle, interval_s: float, stop: asyncio.Event) -> None:
+async def poll_loop(
+    cycle: Cycle, interval_s: float, stop: asyncio.Event, *, stream: str, instance_id: str
+) -> None:
     """Run `cycle` every `interval_s` until `stop` is set; a cycle in progress finishes."""
+    duration = POLL_CYCLE_SECONDS.labels(stream, instance_id)
+    lag = POLL_LAG_SECONDS.labels(stream, instance_id)
+    last_done = time.time()
+    lag.set_function(lambda: time.time() - last_done)
     while not stop.is_set():
         started = time.monotonic()
         try:
@@ -124,6 +131,9 @@ async def poll_loop(cycle: Cycle, interval_s: float, stop: asyncio.Event) -> Non
                 raise  # bad credentials or a bad request will not fix themselves
             # Nothing moved: the next cycle reads the same window again.
             log.warning("poll_cycle_failed", error=str(error), attempts=error.attempts)
+        else:
+            duration.observe(time.monotonic() - started)
+            last_done = time.time()
         wait = interval_s - (time.monotonic() - started)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=max(wait, 0))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -17,6 +18,7 @@ from service.events.core import Emitted
 from service.events.models import CONTENT_TYPE, envelope
 from service.kafka.connection import client_options
 from service.kafka.reading import read_to_end
+from service.metrics import EVENTS_PUBLISHED
 from service.settings import KafkaSettings, TopicSettings
 
 HEADERS = [("content-type", CONTENT_TYPE.encode())]
@@ -71,6 +73,10 @@ class Producer:
         if not self._stopped:
             self._stopped = True
             await self._producer.stop()
+
+    async def reachable(self) -> bool:
+        """Whether the brokers answer a metadata request now."""
+        return bool(await self._producer.client.force_metadata_update())
 
     async def partitions_for(self, topic: str) -> list[int]:
         return sorted(await self._producer.partitions_for(topic))
@@ -175,6 +181,10 @@ class EventPublisher:
 
     async def publish(self, events: Sequence[Emitted]) -> None:
         await self._producer.send_all([self.record(event) for event in events])
+        for (event_type, instance), count in Counter(
+            (event.data.event_type, event.data.instance_id or "-") for event in events
+        ).items():
+            EVENTS_PUBLISHED.labels(event_type, instance).inc(count)
 
 
 class CheckpointStore:

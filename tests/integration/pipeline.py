@@ -10,6 +10,7 @@ from service.emulator.config import (
 )
 from service.emulator.server import EmulatorServer
 from service.settings import (
+    HttpSettings,
     KafkaSettings,
     PollerSettings,
     RateLimitSettings,
@@ -25,6 +26,10 @@ INSTANCE = "ccc-a"
 BUSY = EmulatorConfig(instances=(INSTANCE,), agents=50, seed=11, speed=30)
 
 
+# Several services at once in one test run: each listens on a port of its own.
+LOOPBACK_ANY_PORT = HttpSettings(host="127.0.0.1", port=0)
+
+
 def service_settings(emulator: EmulatorServer, bootstrap: str) -> Settings:
     return Settings(
         ccc=client_settings(
@@ -34,6 +39,7 @@ def service_settings(emulator: EmulatorServer, bootstrap: str) -> Settings:
             retry=RetrySettings(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.1),
         ),
         kafka=KafkaSettings(bootstrap_servers=bootstrap, request_timeout_ms=3000),
+        http=LOOPBACK_ANY_PORT,
         topics=TopicSettings(prefix=f"t{uuid.uuid4().hex[:8]}."),  # one broker, many tests
         pollers=PollerSettings(
             agent_states_interval_s=0.2,

@@ -1,0 +1,160 @@
+"""The service's HTTP surface against the real embedded broker and the emulator: /livez,
+/readyz flipping with Kafka and at shutdown, and /metrics moving as events and commands flow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.app import run_service
+from service.broker import EmbeddedBroker
+from service.emulator.server import EmulatorServer
+from service.kafka.admin import ensure_topics
+from service.kafka.producer import OutRecord, Producer
+from service.settings import CommandSettings, HttpSettings, Settings
+from tests.inspection import eventually
+from tests.integration.pipeline import INSTANCE, service_settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def with_http(settings: Settings, *, commands: bool) -> Settings:
+    return settings.model_copy(
+        update={
+            "http": HttpSettings(
+                host="127.0.0.1", port=free_port(), probe_interval_s=0.2, probe_timeout_s=1
+            ),
+            "commands": CommandSettings(enabled=commands, group_id=f"g-{uuid.uuid4().hex[:8]}"),
+        }
+    )
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[asyncio.Event, asyncio.Task[None]]]:
+    stop = asyncio.Event()
+    service = asyncio.create_task(run_service(settings, stop))
+    try:
+        yield stop, service
+    finally:
+        stop.set()
+        await service
+
+
+async def get(settings: Settings, path: str) -> tuple[int, str]:
+    url = f"http://127.0.0.1:{settings.http.port}{path}"
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url) as answer:
+            return answer.status, await answer.text()
+    except aiohttp.ClientConnectionError:
+        return 0, ""  # not listening yet
+
+
+async def status_is(settings: Settings, code: int, *failing: str) -> bool:
+    status, body = await get(settings, "/readyz")
+    if status != code:
+        return False
+    return all(name in json.loads(body).get("failing", {}) for name in failing)
+
+
+async def test_readiness_follows_kafka_and_turns_503_at_shutdown(
+    emulator_busy: EmulatorServer,
+) -> None:
+    async with EmbeddedBroker() as broker:
+        settings = with_http(
+            service_settings(emulator_busy, broker.bootstrap_servers), commands=False
+        )
+        async with serving(settings) as (stop, service):
+            await eventually(lambda: status_is(settings, 200), deadline_s=30)
+            assert await get(settings, "/livez") == (200, '{"status": "alive"}')
+
+            await broker.stop()
+            await eventually(lambda: status_is(settings, 503, "kafka"), deadline_s=30)
+            assert (await get(settings, "/livez"))[0] == 200, "alive while Kafka is away"
+
+            await broker.start()
+            await ensure_topics(settings.kafka, settings.topics)
+            await eventually(lambda: status_is(settings, 200), deadline_s=30)
+
+            stop.set()
+            # From the moment shutdown begins until the server closes, /readyz says why.
+            status, body = await get(settings, "/readyz")
+            assert status != 200
+            if status:
+                assert json.loads(body)["failing"]["shutdown"] == "the service is stopping"
+            await service
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return sum(
+        value
+        for (sample, sample_labels), value in found.items()
+        if sample == name and labels.items() <= dict(sample_labels).items()
+    )
+
+
+async def test_metrics_move_as_events_and_commands_flow(
+    broker: EmbeddedBroker, emulator_busy: EmulatorServer
+) -> None:
+    settings = with_http(service_settings(emulator_busy, broker.bootstrap_servers), commands=True)
+    async with serving(settings):
+        await eventually(lambda: status_is(settings, 200), deadline_s=30)  # consumers assigned
+        _, text = await get(settings, "/metrics")
+        before = samples(text)
+
+        producer = Producer(settings.kafka)
+        await producer.start()
+        try:
+            command_id = f"m-{uuid.uuid4().hex[:8]}"
+            command = {
+                "command_id": command_id,
+                "instance_id": INSTANCE,
+                "config_id": 1,
+                "phone_numbers": ["13900000099"],
+            }
+            topic = settings.topics.name("commands_sms")
+            record = OutRecord(topic, command_id.encode(), json.dumps(command).encode())
+            await producer.send_all([record])
+        finally:
+            await producer.stop()
+
+        after: dict[Any, float] = {}
+
+        changed = "com.aliyun.ccc.agent.state.changed"
+
+        def grew(name: str, **labels: str) -> bool:
+            return total(after, name, **labels) > total(before, name, **labels)
+
+        async def moved() -> bool:
+            nonlocal after
+            after = samples((await get(settings, "/metrics"))[1])
+            return grew("ccc_bridge_commands_total", kind="sms", status="succeeded") and grew(
+                "ccc_bridge_events_published_total", type=changed, instance=INSTANCE
+            )
+
+        await eventually(moved, deadline_s=30)
+    assert grew("ccc_bridge_ccc_calls_total", action="SendPredefinedShortMessage", outcome="ok")
+    assert total(after, "ccc_bridge_poll_cycle_seconds_count", stream="agent_states") > 0
+    assert total(after, "ccc_bridge_ledger_entries") >= 1
