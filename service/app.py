@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -44,6 +46,8 @@ from service.settings import ConfigError, PollerSettings, Settings
 from service.web import Probes, Readiness, serving
 
 log = structlog.get_logger(__name__)
+
+EXIT_SECOND_SIGNAL = 130
 
 
 def pollers(ports: InstancePorts, settings: PollerSettings) -> list[tuple[str, Cycle, float]]:
@@ -170,8 +174,14 @@ async def run(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     try:
         settings = settings_from(args)
-        with stop_on_signals(stop), quiet_kafka_logs() as connected:
-            await run_service(settings, stop, on_ready=connected)
+        with stop_on_signals(stop, again=_exit_now), quiet_kafka_logs() as connected:
+            service = asyncio.create_task(run_service(settings, stop, on_ready=connected))
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({service, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not service.done():
+                return await _within_budget(service, settings.lifecycle.shutdown_budget_s)
+            await service
     except StartupError as error:
         return startup_failed("run", error)
     except ExceptionGroup as group:
@@ -184,3 +194,24 @@ async def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"ccc-bridge run: stopped: {first}\n")
         return 1
     return 0
+
+
+async def _within_budget(service: asyncio.Task[None], budget_s: float) -> int:
+    """Wait for an orderly stop; past the budget, cut it short: exit 1."""
+    try:
+        await asyncio.wait_for(asyncio.shield(service), budget_s)
+    except TimeoutError:
+        sys.stderr.write(f"ccc-bridge run: not stopped after {budget_s:g} s; stopping now\n")
+        service.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await service
+        return 1
+    return 0
+
+
+def _exit_now() -> None:
+    """A second SIGINT/SIGTERM: the operator will not wait. Commands cut off mid-call are
+    `started` in the ledger and answered `indeterminate` on the next start."""
+    sys.stderr.write("ccc-bridge run: second signal, exiting now\n")
+    sys.stderr.flush()
+    os._exit(EXIT_SECOND_SIGNAL)

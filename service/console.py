@@ -78,11 +78,20 @@ def say(line: str) -> None:
 
 
 @contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop` while inside, so the command winds down in order."""
+def stop_on_signals(
+    stop: asyncio.Event, *, again: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` while inside, so the command winds down in order; a
+    signal once stopping calls `again`, if given."""
     loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        if stop.is_set() and again is not None:
+            again()
+        stop.set()
+
     for signum in SIGNALS:
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, signalled)
     try:
         yield
     finally:

@@ -201,6 +201,13 @@ class HttpSettings(Section):
     api_keys: list[SecretStr] = Field(default_factory=list)
 
 
+class LifecycleSettings(Section):
+    # SIGTERM to exit: readiness turns 503, pollers finish their cycle, commands in flight
+    # finish and commit, producers flush. Past this the process exits 1 at once; keep the
+    # pod's terminationGracePeriodSeconds above it. A second signal exits at once too.
+    shutdown_budget_s: float = Field(20.0, gt=0)
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, else JSON
@@ -223,6 +230,7 @@ class Settings(BaseSettings):
     commands: CommandSettings = Field(default_factory=CommandSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

@@ -329,6 +329,8 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
         # that many to be answered `indeterminate`. Writing `started` while others call
         # keeps the calls going (bench/commands.py).
         async with self._starting:
+            if self._stop.is_set():
+                return False  # stopping: not begun, so left to the next start (uncommitted)
             started = Entry(state="started", source=source, action=action)
             if not await self._acked(partial(self._ledger.write, command.command_id, started)):
                 return False  # never started: the message is read again later

@@ -31,6 +31,7 @@ from service.kafka.admin import ensure_topics
 from service.settings import (
     CommandSettings,
     KafkaSettings,
+    LifecycleSettings,
     PollerSettings,
     Settings,
     TopicSettings,
@@ -281,6 +282,71 @@ async def test_two_workers_one_killed_mid_run_and_restarted_still_run_each_comma
     )
     assert len(never_sent) <= concurrency, never_sent
     assert log_events(logs[2], "command_partitions_assigned"), "the restarted worker took part"
+
+
+# -- SIGTERM -------------------------------------------------------------------------------
+
+
+async def test_sigterm_finishes_calls_in_flight_and_exits_0_within_the_budget(
+    kafka_settings: KafkaSettings, topic_settings: TopicSettings, tmp_path: Path
+) -> None:
+    """SIGTERM while commands run (each call held 100 ms by CCC): the calls in flight finish
+    and are answered, the rest are left uncommitted, the process exits 0 within its budget,
+    and the next start answers the rest: nothing lost, nothing run twice, nothing left
+    `indeterminate`."""
+    budget_s = 15.0
+    async with EmulatorServer(EMULATOR) as emulator:
+        settings = command_service(emulator, kafka_settings, topic_settings, concurrency=4)
+        settings = settings.model_copy(
+            update={"lifecycle": LifecycleSettings(shutdown_budget_s=budget_s)}
+        )
+        acids = await prepared(emulator, settings, 42)
+        messages = mixed_commands(150, acids, seed=3, tag=uuid.uuid4().hex[:6])
+        await command_faults(emulator, latency_ms=100)
+        config = tmp_path / "service.yaml"
+        logs = [tmp_path / "first.log", tmp_path / "second.log"]
+        first = await start_worker(settings, config, logs[0])
+        try:
+            await eventually(lambda: _assigned(first, logs[0]), deadline_s=60)
+            async with answers(settings) as found:
+                sent = await send(settings, messages)
+
+                async def at_work() -> bool:
+                    return len(log_events(logs[0], "command_executed")) >= 10
+
+                await eventually(at_work, deadline_s=60)
+                signalled = asyncio.get_running_loop().time()
+                first.send_signal(signal.SIGTERM)
+                code = await asyncio.wait_for(first.wait(), timeout=budget_s + 10)
+                took = asyncio.get_running_loop().time() - signalled
+                assert (code, took < budget_s) == (0, True), (code, took)
+                await found.poll()
+                assert not found.answered(sent), "SIGTERM came after the last command"
+                second = await start_worker(settings, config, logs[1])
+                try:
+
+                    async def all_answered() -> bool:
+                        assert second.returncode is None, logs[1]
+                        await found.poll()
+                        return found.answered(sent)
+
+                    await eventually(all_answered, deadline_s=60)
+                    await found.poll()
+                finally:
+                    assert await stop_worker(second) == 0
+        finally:
+            await stop_worker(first)
+        seen = await effects(emulator)
+    firsts = check_answers(sent, found)
+    check_effects(sent, firsts, seen, seeded=seeded_callees(seen))
+    statuses = Counter(r["data"]["status"] for r in found.distinct().values())
+    assert statuses == expected_statuses(sent, firsts)
+    assert "indeterminate" not in statuses, "an orderly stop cuts no call short"
+
+
+async def _assigned(worker: asyncio.subprocess.Process, log: Path) -> bool:
+    assert worker.returncode is None, f"the worker ended: see {log}"
+    return bool(assignment(log))
 
 
 # -- every message read again -------------------------------------------------------------
