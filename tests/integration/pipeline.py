@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from service.app import run_service
 from service.emulator.config import (
     EmulatorConfig,
     client_settings,
@@ -51,6 +55,19 @@ def service_settings(emulator: EmulatorServer, bootstrap: str) -> Settings:
             directory_refresh_s=5,
         ),
     )
+
+
+@asynccontextmanager
+async def in_process(settings: Settings) -> AsyncIterator[tuple[asyncio.Event, asyncio.Task[None]]]:
+    """The service in this process, its stop event and its task; stopped on the way out,
+    which must end it cleanly (a failure is raised)."""
+    stop = asyncio.Event()
+    service = asyncio.create_task(run_service(settings, stop))
+    try:
+        yield stop, service
+    finally:
+        stop.set()
+        await asyncio.wait_for(service, timeout=30)
 
 
 async def complete(emulator: EmulatorServer, settings: Settings, until_ms: int) -> list[Message]:

@@ -17,14 +17,11 @@ import signal
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from service.app import run_service
 from service.emulator.config import DEFAULT_ACCESS_KEY_SECRET, EmulatorConfig
 from service.emulator.server import EmulatorServer
 from service.kafka.admin import ensure_topics
@@ -53,7 +50,7 @@ from tests.integration.commands import (
     send,
 )
 from tests.integration.kafka_io import ROOT
-from tests.integration.pipeline import INSTANCE, service_settings
+from tests.integration.pipeline import INSTANCE, in_process, service_settings
 
 NO_POLLERS = PollerSettings(
     agent_states=False, agent_state_logs=False, calls=False, skill_groups=False
@@ -83,18 +80,6 @@ async def prepared(emulator: EmulatorServer, settings: Settings, appraisals: int
     return await seed_calls(emulator, settings.ccc, appraisals)
 
 
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
-    """The service in this process; stopped on the way out, which must end it cleanly."""
-    stop = asyncio.Event()
-    service = asyncio.create_task(run_service(settings, stop))
-    try:
-        yield service
-    finally:
-        stop.set()
-        await asyncio.wait_for(service, timeout=30)
-
-
 async def answered(
     found: Answers, sent: dict[Where, Message], service: asyncio.Task[None], times: int = 1
 ) -> None:
@@ -117,7 +102,7 @@ async def test_mixed_commands_under_faults_each_run_at_most_once_and_are_answere
         acids = await prepared(emulator, settings, 140)
         messages = mixed_commands(500, acids, seed=1, tag=uuid.uuid4().hex[:6])
         await command_faults(emulator, throttle_rate=0.1, error_rate=0.1)
-        async with serving(settings) as service, answers(settings) as found:
+        async with in_process(settings) as (_, service), answers(settings) as found:
             sent = await send(settings, messages)
             await answered(found, sent, service)
         seen = await effects(emulator)
@@ -364,7 +349,7 @@ async def test_every_message_read_again_is_answered_with_the_same_ids_and_no_ccc
         messages = mixed_commands(100, acids, seed=3, tag=uuid.uuid4().hex[:6])
         await command_faults(emulator, throttle_rate=0.1, error_rate=0.1)
         async with answers(settings) as found:
-            async with serving(settings) as service:
+            async with in_process(settings) as (_, service):
                 sent = await send(settings, messages)
                 await answered(found, sent, service)
             before = await effects(emulator)
@@ -373,7 +358,7 @@ async def test_every_message_read_again_is_answered_with_the_same_ids_and_no_ccc
             again = settings.model_copy(
                 update={"commands": CommandSettings(group_id=f"again-{uuid.uuid4().hex[:12]}")}
             )
-            async with serving(again) as service:
+            async with in_process(again) as (_, service):
                 await answered(found, sent, service, times=2)
         after = await effects(emulator)
 

@@ -3,25 +3,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.emulator.server import EmulatorServer
 from service.kafka.admin import ensure_topics
 from service.kafka.producer import OutRecord, Producer
 from service.settings import CommandSettings, HttpSettings, Settings
 from tests.inspection import eventually
-from tests.integration.pipeline import INSTANCE, service_settings
+from tests.integration.pipeline import INSTANCE, in_process, service_settings
 
 
 def free_port() -> int:
@@ -40,17 +36,6 @@ def with_http(settings: Settings, *, commands: bool) -> Settings:
             "commands": CommandSettings(enabled=commands, group_id=f"g-{uuid.uuid4().hex[:8]}"),
         }
     )
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[asyncio.Event, asyncio.Task[None]]]:
-    stop = asyncio.Event()
-    service = asyncio.create_task(run_service(settings, stop))
-    try:
-        yield stop, service
-    finally:
-        stop.set()
-        await service
 
 
 async def get(settings: Settings, path: str) -> tuple[int, str]:
@@ -76,7 +61,7 @@ async def test_readiness_follows_kafka_and_turns_503_at_shutdown(
         settings = with_http(
             service_settings(emulator_busy, broker.bootstrap_servers), commands=False
         )
-        async with serving(settings) as (stop, service):
+        async with in_process(settings) as (stop, service):
             await eventually(lambda: status_is(settings, 200), deadline_s=30)
             assert await get(settings, "/livez") == (200, '{"status": "alive"}')
 
@@ -119,7 +104,7 @@ async def test_metrics_move_as_events_and_commands_flow(
     broker: EmbeddedBroker, emulator_busy: EmulatorServer
 ) -> None:
     settings = with_http(service_settings(emulator_busy, broker.bootstrap_servers), commands=True)
-    async with serving(settings):
+    async with in_process(settings):
         await eventually(lambda: status_is(settings, 200), deadline_s=30)  # consumers assigned
         _, text = await get(settings, "/metrics")
         before = samples(text)

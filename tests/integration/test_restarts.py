@@ -14,7 +14,6 @@ from pathlib import Path
 
 import yaml
 
-from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.emulator.config import DEFAULT_ACCESS_KEY_SECRET
 from service.emulator.server import EmulatorServer
@@ -27,7 +26,7 @@ from tests.integration.events import (
     ms,
     read_events,
 )
-from tests.integration.pipeline import calls_at_least, complete, service_settings
+from tests.integration.pipeline import calls_at_least, complete, in_process, service_settings
 
 
 async def start_service(settings: Settings, config: Path) -> asyncio.subprocess.Process:
@@ -124,13 +123,8 @@ async def running(
 ) -> AsyncIterator[tuple[Settings, asyncio.Task[None]]]:
     """The service in this process, stopped (and any failure raised) on the way out."""
     settings = service_settings(emulator, broker.bootstrap_servers)
-    stop = asyncio.Event()
-    service = asyncio.create_task(run_service(settings, stop))
-    try:
+    async with in_process(settings) as (_, service):
         yield settings, service
-    finally:
-        stop.set()
-        await service
 
 
 async def published(settings: Settings, count: int) -> bool:

@@ -4,21 +4,19 @@ command never reaches Kafka."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from service.app import run_service
 from service.emulator.config import EmulatorConfig
 from service.emulator.server import EmulatorServer
 from service.kafka.reading import read_to_end
 from service.settings import CommandSettings, KafkaSettings, PollerSettings, Settings
 from tests.inspection import inspect
 from tests.integration.kafka_io import run_cli
-from tests.integration.pipeline import INSTANCE, service_settings
+from tests.integration.pipeline import INSTANCE, in_process, service_settings
 
 NO_POLLERS = PollerSettings(
     agent_states=False, agent_state_logs=False, calls=False, skill_groups=False
@@ -35,13 +33,8 @@ async def serving(kafka_settings: KafkaSettings) -> AsyncIterator[tuple[Emulator
                 "commands": CommandSettings(group_id=f"g-{uuid.uuid4().hex[:8]}"),
             }
         )
-        stop = asyncio.Event()
-        service = asyncio.create_task(run_service(settings, stop))
-        try:
+        async with in_process(settings):
             yield emulator, settings
-        finally:
-            stop.set()
-            await service
 
 
 def env(settings: Settings) -> dict[str, str]:
