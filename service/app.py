@@ -1,8 +1,10 @@
-"""The composition root: builds every adapter from Settings and runs the pollers.
+"""The composition root: builds every adapter from Settings and runs the pollers, the
+command worker, the readiness probes and the HTTP server.
 
 One TaskGroup supervises them, crash-only: a poller that cannot go on (bad credentials, a
-bug) takes the service down with a non-zero exit, and the checkpoints make the restart
-gapless. Transient CCC trouble only skips a cycle; Kafka trouble pauses publishing.
+bug) takes the service down with a non-zero exit, and the checkpoints and the command
+ledger make the restart gapless. Transient CCC trouble only skips a cycle; Kafka trouble
+pauses publishing.
 """
 
 from __future__ import annotations

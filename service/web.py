@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.ccc.errors import CccError
+from service.console import StartupError
 from service.settings import HttpSettings
 
 log = structlog.get_logger(__name__)
@@ -113,7 +114,11 @@ async def serving(settings: HttpSettings, readiness: Readiness) -> AsyncIterator
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            where = f"{settings.host}:{settings.port}"
+            raise StartupError(f"cannot listen on {where}: {error.strerror}") from error
         port: int = runner.addresses[0][1]
         log.info("http_listening", host=settings.host, port=port)
         yield port

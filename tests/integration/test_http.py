@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import uuid
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.app import run_service
 from service.broker import EmbeddedBroker
+from service.console import StartupError
 from service.emulator.server import EmulatorServer
 from service.kafka.admin import ensure_topics
 from service.kafka.producer import OutRecord, Producer
@@ -143,3 +147,17 @@ async def test_metrics_move_as_events_and_commands_flow(
     assert grew("ccc_bridge_ccc_calls_total", action="SendPredefinedShortMessage", outcome="ok")
     assert total(after, "ccc_bridge_poll_cycle_seconds_count", stream="agent_states") > 0
     assert total(after, "ccc_bridge_ledger_entries") >= 1
+
+
+async def test_a_port_in_use_is_a_startup_error_naming_it(
+    broker: EmbeddedBroker, emulator_busy: EmulatorServer
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = service_settings(emulator_busy, broker.bootstrap_servers).model_copy(
+            update={"http": HttpSettings(host="127.0.0.1", port=port)}
+        )
+        with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}: "):
+            await run_service(settings, asyncio.Event())
