@@ -94,7 +94,7 @@ async def rate(call: Call, calls: int, concurrency: int) -> float:
 
 async def measure(url: str, calls: int, rounds: int) -> dict[tuple[str, int], float]:
     # Rate limits off: measure the client, not the limit.
-    settings = client_settings(url, rate_limits=RateLimitSettings(default_per_s=None))
+    settings = client_settings(url, rate_limits=RateLimitSettings.off())
     tea = TeaClient(
         tea_openapi.Config(
             access_key_id=DEFAULT_ACCESS_KEY_ID,

@@ -318,9 +318,7 @@ def bench_settings(url: str, kafka: KafkaSettings, concurrency: int) -> Settings
     run = uuid.uuid4().hex[:8]
     return Settings(
         # Rate limits off: measure the pipeline, not the limit.
-        ccc=client_settings(
-            url, instances=[INSTANCE], rate_limits=RateLimitSettings(default_per_s=None)
-        ),
+        ccc=client_settings(url, instances=[INSTANCE], rate_limits=RateLimitSettings.off()),
         kafka=kafka,
         http=HttpSettings(host="127.0.0.1", port=0),
         topics=TopicSettings(prefix=f"bench{run}."),

@@ -91,7 +91,7 @@ class Figures:
 
 def ccc_settings(url: str) -> CccSettings:
     return client_settings(  # rate limits off: measure the code, not the limit
-        url, instances=[INSTANCE], rate_limits=RateLimitSettings(default_per_s=None)
+        url, instances=[INSTANCE], rate_limits=RateLimitSettings.off()
     )
 
 

@@ -39,7 +39,7 @@ def settings(url: str, **overrides: Any) -> CccSettings:
     """Quick retries and no rate limit, unless a test says otherwise."""
     defaults: dict[str, Any] = {
         "retry": RETRY,
-        "rate_limits": RateLimitSettings(default_per_s=None),
+        "rate_limits": RateLimitSettings.off(),
     }
     return client_settings(url, **(defaults | overrides))
 

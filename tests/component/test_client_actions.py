@@ -22,7 +22,7 @@ CATALOG = load_catalog()
 
 @pytest.fixture
 async def client(emulator: EmulatorServer) -> AsyncIterator[CccClient]:
-    settings = client_settings(emulator.url, rate_limits=RateLimitSettings(default_per_s=None))
+    settings = client_settings(emulator.url, rate_limits=RateLimitSettings.off())
     emulator.clock.advance(600)  # calls have happened, so contact ids exist
     async with CccClient(settings) as ccc:
         yield ccc

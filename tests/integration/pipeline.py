@@ -39,7 +39,7 @@ def service_settings(emulator: EmulatorServer, bootstrap: str) -> Settings:
         ccc=client_settings(
             emulator.url,
             instances=[INSTANCE],
-            rate_limits=RateLimitSettings(default_per_s=None),
+            rate_limits=RateLimitSettings.off(),
             retry=RetrySettings(max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.1),
         ),
         kafka=KafkaSettings(bootstrap_servers=bootstrap, request_timeout_ms=3000),

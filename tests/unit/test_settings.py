@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from service import settings as settings_module
 from service.ccc.signing import AccessKey, BearerToken
 from service.settings import DEFAULT_CONFIG, CccSettings, ConfigError, Settings, load_settings
 
@@ -26,12 +27,22 @@ def _env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:
         monkeypatch.setenv(name, value)
 
 
-def test_default_yaml_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_yaml_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _env(monkeypatch, CREDENTIALS)
-    settings = load_settings()
+    other = tmp_path / "default.yaml"
+    other.write_text("ccc:\n  region: cn-beijing\n", encoding="utf-8")
+    monkeypatch.setattr(settings_module, "DEFAULT_CONFIG", other)
+    assert load_settings().ccc.url == "https://ccc.cn-beijing.aliyuncs.com"
+
+
+def test_default_yaml_says_what_the_built_in_defaults_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed wheel has no config/: it must act as a checkout does."""
+    _env(monkeypatch, CREDENTIALS)
     assert DEFAULT_CONFIG.exists()
-    assert settings.ccc.rate_limits.per_action["DialEx"] == 10.0  # only the YAML says so
-    assert settings.ccc.url == "https://ccc.cn-shanghai.aliyuncs.com"
+    with_yaml = load_settings()
+    monkeypatch.setattr(settings_module, "DEFAULT_CONFIG", DEFAULT_CONFIG.with_name("absent"))
+    assert load_settings() == with_yaml
+    assert with_yaml.ccc.rate_limits.per_action["DialEx"] == 10.0
 
 
 def test_env_beats_config_file_beats_defaults(
