@@ -322,9 +322,7 @@ def bench_settings(url: str, kafka: KafkaSettings, concurrency: int) -> Settings
         kafka=kafka,
         http=HttpSettings(host="127.0.0.1", port=0),
         topics=TopicSettings(prefix=f"bench{run}."),
-        pollers=PollerSettings(
-            agent_states=False, agent_state_logs=False, calls=False, skill_groups=False
-        ),
+        pollers=PollerSettings.off(),
         commands=CommandSettings(concurrency=concurrency, group_id=f"bench-{run}"),
     )
 

@@ -34,7 +34,7 @@ from service.emulator.server import EmulatorServer
 from service.events.models import AgentStateChanged, CallRecordData, SkillGroupState
 from service.events.pollers import until_acked
 from service.events.tail import follow
-from service.kafka.admin import COMMAND_TOPICS, EVENT_TOPICS
+from service.kafka.admin import COMMAND_TOPICS, SHOWN_TOPICS
 from service.kafka.producer import OutRecord, Producer
 from service.settings import HttpSettings, KafkaSettings, PollerSettings, Settings
 
@@ -127,7 +127,7 @@ async def _show(settings: Settings, stop: asyncio.Event) -> None:
         f"send one: CCC_BRIDGE_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers} "
         f"./dev.sh run send sms --instance {INSTANCE} --config-id 1 --phone 13900000001 --wait\n"
     )
-    topics = [settings.topics.name(topic) for topic in (*EVENT_TOPICS, "command_results")]
+    topics = [settings.topics.name(topic) for topic in SHOWN_TOPICS]
     samples = asyncio.create_task(_send_samples(settings, stop))
     try:
         await follow(settings.kafka, topics, from_beginning=True, stop=stop, emit=say, only=SHOWN)

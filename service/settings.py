@@ -170,6 +170,11 @@ class PollerSettings(Section):
     skill_groups_interval_s: float = Field(10.0, gt=0)
     directory_refresh_s: float = Field(60.0, gt=0)  # how often the agent list is re-read
 
+    @classmethod
+    def off(cls) -> PollerSettings:
+        """No stream polled: a process that only executes commands."""
+        return cls(agent_states=False, agent_state_logs=False, calls=False, skill_groups=False)
+
 
 class CommandSettings(Section):
     """The command workers: a consumer group over the three command topics."""

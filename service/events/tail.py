@@ -24,7 +24,7 @@ from service.console import (
     stop_on_signals,
 )
 from service.events.render import render
-from service.kafka.admin import EVENT_TOPICS, describe_topics
+from service.kafka.admin import SHOWN_TOPICS, describe_topics
 from service.kafka.connection import client_options
 from service.settings import KafkaSettings
 
@@ -146,8 +146,7 @@ async def run(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except StartupError as error:
         return startup_failed("tail", error)
-    default = (*EVENT_TOPICS, "command_results")
-    topics = args.topics or [settings.topics.name(topic) for topic in default]
+    topics = args.topics or [settings.topics.name(topic) for topic in SHOWN_TOPICS]
     start = "the beginning" if args.from_beginning else "the end"
     stop = asyncio.Event()
     with stop_on_signals(stop), quiet_kafka_logs() as connected:

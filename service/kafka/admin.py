@@ -29,6 +29,7 @@ EVENT_TOPICS = ("agent_states", "calls", "skillgroups")
 # partition number in each, and that partition of the ledger holds its entries.
 COMMAND_TOPICS = {"dial": "commands_dial", "sms": "commands_sms", "appraise": "commands_appraise"}
 OUTPUT_TOPICS = ("command_results", "command_dlq")
+SHOWN_TOPICS = (*EVENT_TOPICS, "command_results")  # what `tail` and the demo show
 ADMIN_TIMEOUT_MS = 5000  # a CLI that cannot reach the broker says so quickly
 
 

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from service.app import run_service
 from service.emulator.config import (
@@ -14,6 +15,7 @@ from service.emulator.config import (
 )
 from service.emulator.server import EmulatorServer
 from service.settings import (
+    CommandSettings,
     HttpSettings,
     KafkaSettings,
     PollerSettings,
@@ -68,6 +70,16 @@ async def in_process(settings: Settings) -> AsyncIterator[tuple[asyncio.Event, a
     finally:
         stop.set()
         await asyncio.wait_for(service, timeout=30)
+
+
+def commands_only(emulator: EmulatorServer, bootstrap: str, **commands: Any) -> Settings:
+    """The service executing commands alone, in a consumer group of its own."""
+    return service_settings(emulator, bootstrap).model_copy(
+        update={
+            "pollers": PollerSettings.off(),
+            "commands": CommandSettings(group_id=f"cmd-{uuid.uuid4().hex[:12]}", **commands),
+        }
+    )
 
 
 async def complete(emulator: EmulatorServer, settings: Settings, until_ms: int) -> list[Message]:

@@ -32,14 +32,11 @@ from service.emulator.config import EmulatorConfig
 from service.emulator.server import EmulatorServer
 from service.kafka.admin import COMMAND_TOPICS, describe_topics
 from service.kafka.connection import client_options
-from service.settings import CommandSettings, KafkaSettings, PollerSettings, Settings
+from service.settings import KafkaSettings, Settings
 from tests.inspection import eventually
 from tests.integration.commands import Answers, Where
-from tests.integration.pipeline import INSTANCE, service_settings
+from tests.integration.pipeline import INSTANCE, commands_only
 
-NO_POLLERS = PollerSettings(
-    agent_states=False, agent_state_logs=False, calls=False, skill_groups=False
-)
 BATCH = 40  # messages per hypothesis example
 EXECUTED = {"succeeded", "failed", "indeterminate"}  # CCC was called
 
@@ -384,12 +381,7 @@ class Running:
 async def running(kafka_settings: KafkaSettings) -> AsyncIterator[Running]:
     config = EmulatorConfig(instances=(INSTANCE,), agents=5, seed=5, speed=1)
     async with EmulatorServer(config) as emulator:
-        settings = service_settings(emulator, kafka_settings.bootstrap_servers).model_copy(
-            update={
-                "pollers": NO_POLLERS,
-                "commands": CommandSettings(group_id=f"fuzz-{uuid.uuid4().hex[:8]}"),
-            }
-        )
+        settings = commands_only(emulator, kafka_settings.bootstrap_servers)
         stop, ready = asyncio.Event(), asyncio.Event()
         service = asyncio.create_task(run_service(settings, stop, on_ready=ready.set))
         started = asyncio.create_task(ready.wait())

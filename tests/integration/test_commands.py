@@ -29,7 +29,6 @@ from service.settings import (
     CommandSettings,
     KafkaSettings,
     LifecycleSettings,
-    PollerSettings,
     Settings,
     TopicSettings,
 )
@@ -50,11 +49,8 @@ from tests.integration.commands import (
     send,
 )
 from tests.integration.kafka_io import ROOT
-from tests.integration.pipeline import INSTANCE, in_process, service_settings
+from tests.integration.pipeline import INSTANCE, commands_only, in_process
 
-NO_POLLERS = PollerSettings(
-    agent_states=False, agent_state_logs=False, calls=False, skill_groups=False
-)
 # A quiet contact centre: no inbound calls, only the commands' calls, SMS and surveys.
 EMULATOR = EmulatorConfig(
     instances=(INSTANCE,), agents=2, seed=7, speed=1, inbound_calls_per_minute=0
@@ -64,14 +60,9 @@ EMULATOR = EmulatorConfig(
 def command_service(
     emulator: EmulatorServer, kafka: KafkaSettings, topics: TopicSettings, **commands: Any
 ) -> Settings:
-    """The service for commands alone, in a consumer group of this test's own."""
-    return service_settings(emulator, kafka.bootstrap_servers).model_copy(
-        update={
-            "topics": topics,
-            "pollers": NO_POLLERS,
-            "commands": CommandSettings(group_id=f"cmd-{uuid.uuid4().hex[:12]}", **commands),
-        }
-    )
+    """The service for commands alone, on this test's topics."""
+    settings = commands_only(emulator, kafka.bootstrap_servers, **commands)
+    return settings.model_copy(update={"topics": topics})
 
 
 async def prepared(emulator: EmulatorServer, settings: Settings, appraisals: int) -> list[str]:

@@ -5,7 +5,6 @@ command never reaches Kafka."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,26 +12,17 @@ import pytest
 from service.emulator.config import EmulatorConfig
 from service.emulator.server import EmulatorServer
 from service.kafka.reading import read_to_end
-from service.settings import CommandSettings, KafkaSettings, PollerSettings, Settings
+from service.settings import KafkaSettings, Settings
 from tests.inspection import inspect
 from tests.integration.kafka_io import run_cli
-from tests.integration.pipeline import INSTANCE, in_process, service_settings
-
-NO_POLLERS = PollerSettings(
-    agent_states=False, agent_state_logs=False, calls=False, skill_groups=False
-)
+from tests.integration.pipeline import INSTANCE, commands_only, in_process
 
 
 @pytest.fixture
 async def serving(kafka_settings: KafkaSettings) -> AsyncIterator[tuple[EmulatorServer, Settings]]:
     config = EmulatorConfig(instances=(INSTANCE,), agents=5, seed=3, speed=1)
     async with EmulatorServer(config) as emulator:
-        settings = service_settings(emulator, kafka_settings.bootstrap_servers).model_copy(
-            update={
-                "pollers": NO_POLLERS,
-                "commands": CommandSettings(group_id=f"g-{uuid.uuid4().hex[:8]}"),
-            }
-        )
+        settings = commands_only(emulator, kafka_settings.bootstrap_servers)
         async with in_process(settings):
             yield emulator, settings
 
