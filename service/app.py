@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 
 from service.ccc.client import CccClient
 from service.ccc.errors import CccError
+from service.commands.ingress import CommandIngress, StatusView
 from service.commands.worker import CommandWorker
 from service.console import (
     StartupError,
@@ -140,9 +141,16 @@ async def run_service(
                 ask_ccc=partial(ccc.call, "GetInstance", {"InstanceId": settings.ccc.instances[0]}),
             )
             readiness = Readiness(stop, {"kafka": probes.kafka, "ccc": probes.ccc})
+            view = StatusView(settings)
+            ingress = CommandIngress(settings, producer.send_all, view)
             # Served until everything else has stopped: /readyz says 503 meanwhile.
-            async with serving(settings.http, readiness), asyncio.TaskGroup() as group:
+            async with (
+                serving(settings.http, readiness, ingress.routes()),
+                asyncio.TaskGroup() as group,
+            ):
                 group.create_task(probes.run(settings.http, stop))
+                if settings.http.api_keys:  # else nobody may ask for a command's status
+                    group.create_task(view.run(stop))
                 if settings.commands.enabled:
                     worker = CommandWorker(settings, producer, ccc, publisher)
                     readiness.checks["commands"] = worker.assignment_problem

@@ -34,3 +34,13 @@ COMMANDS = Counter(
 LEDGER_ENTRIES = Gauge(
     "ccc_bridge_ledger_entries", "Command ledger entries held for the partitions owned."
 )
+COMMAND_LAG = Gauge(
+    "ccc_bridge_command_consumer_lag",
+    "Command messages not yet committed by this process's workers, per command topic.",
+    ["topic"],
+)
+HTTP_COMMANDS = Counter(
+    "ccc_bridge_http_commands",
+    "POST /v1/commands answers, by command kind and HTTP status.",
+    ["kind", "status"],
+)

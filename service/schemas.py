@@ -10,7 +10,6 @@ import argparse
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +28,9 @@ from service.commands.worker import DEAD_LETTER, DeadLetter
 from service.console import StartupError, add_config_argument, say, settings_from, startup_failed
 from service.events.models import CONTENT_TYPE, EVENT_TYPES, CloudEvent, EventData, dataschema
 from service.kafka.admin import COMMAND_TOPICS
+from service.openapi import openapi_document
 from service.settings import Settings
+from service.version import service_version
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 KAFKA_BINDING_VERSION = "0.5.0"
@@ -139,7 +140,7 @@ def asyncapi(settings: Settings, messages: Iterable[Message] = MESSAGES) -> dict
         "asyncapi": "3.0.0",
         "info": {
             "title": "ccc-bridge",
-            "version": _version(),
+            "version": service_version(),
             "description": "Alibaba Cloud Call Center (CCC 2017-07-05) events as CloudEvents "
             "1.0 in structured mode on Kafka.",
         },
@@ -213,13 +214,6 @@ def _merge_definitions(into: dict[str, Any], definitions: dict[str, Any]) -> Non
             raise ValueError(f"two different schemas are both named {name}")
 
 
-def _version() -> str:
-    try:
-        return version("ccc-bridge")
-    except PackageNotFoundError:
-        return "0.0.0"
-
-
 def write_schemas(
     out: Path, settings: Settings, messages: Sequence[Message] = MESSAGES
 ) -> list[Path]:
@@ -227,6 +221,7 @@ def write_schemas(
     out.mkdir(parents=True, exist_ok=True)
     documents = {f"{message.name}.json": json_schema(message) for message in messages}
     documents["asyncapi.json"] = asyncapi(settings, messages)
+    documents["openapi.json"] = openapi_document()
     written = []
     for name, document in documents.items():
         path = out / name
@@ -240,7 +235,8 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "schemas",
         help="write the JSON Schema of every message and an AsyncAPI document",
         description="Write DIR/<CloudEvents type>.json (JSON Schema, draft 2020-12) for every "
-        "message ccc-bridge publishes, and DIR/asyncapi.json (AsyncAPI 3.0) of its topics.",
+        "message ccc-bridge publishes, DIR/asyncapi.json (AsyncAPI 3.0) of its topics and "
+        "DIR/openapi.json (OpenAPI 3.1) of its HTTP surface.",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("schemas"), metavar="DIR", help="default: schemas/"

@@ -140,6 +140,10 @@ class TopicSettings(Section):
     command_results: str = "commands.results"
     command_dlq: str = "commands.dlq"
     ledger: str = "bridge.ledger"  # compacted: each command id's started / final outcome
+    webhook_dlq: str = "webhooks.dlq"  # events an endpoint did not take after the last attempt
+    # No records: its partitions are handed out by group assignment, each standing for the
+    # CCC instances whose pollers the owner runs.
+    poller_assignments: str = "bridge.pollers"
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)  # events; -1 keeps them forever
@@ -213,7 +217,14 @@ class HttpSettings(Section):
     probe_interval_s: float = Field(5.0, gt=0)  # how often /readyz's Kafka and CCC checks run
     probe_timeout_s: float = Field(3.0, gt=0)
     ccc_fresh_s: float = Field(60.0, gt=0)  # CCC must have answered within this
+    # Keys accepted by /v1/commands (`Authorization: Bearer <key>` or `X-API-Key`). None
+    # configured: the command endpoints answer 401 to everyone.
     api_keys: list[SecretStr] = Field(default_factory=list)
+    max_body_bytes: int = Field(256 * 1024, ge=1024)  # a larger command body gets 413
+    # How long POST /v1/commands waits for Kafka's acknowledgement before answering 503.
+    produce_timeout_s: float = Field(5.0, gt=0)
+    # Command ids whose ledger state and result GET /v1/commands/{id} can tell, newest kept.
+    status_entries: int = Field(100_000, ge=1)
 
 
 class LifecycleSettings(Section):

@@ -1,4 +1,5 @@
-"""The service's own HTTP surface (PRODUCT.md section 5): /livez, /readyz and /metrics.
+"""The service's own HTTP surface (PRODUCT.md section 5): /livez, /readyz, /metrics, the
+command endpoints (service/commands/ingress.py) and /openapi.json describing them all.
 
 /livez answers 200 while the process runs. /readyz answers 200 only while Kafka answers,
 CCC has answered recently and the command consumers hold their assignment, and 503 with
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.ccc.errors import CccError
 from service.console import StartupError
+from service.openapi import openapi_document
 from service.settings import HttpSettings
 
 log = structlog.get_logger(__name__)
@@ -85,7 +87,9 @@ class Probes:
                 await asyncio.wait_for(stop.wait(), timeout=settings.probe_interval_s)
 
 
-def application(readiness: Readiness) -> web.Application:
+def application(
+    readiness: Readiness, settings: HttpSettings, routes: Sequence[web.RouteDef] = ()
+) -> web.Application:
     async def livez(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -100,17 +104,24 @@ def application(readiness: Readiness) -> web.Application:
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response
 
-    app = web.Application()
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_routes(routes)
     return app
 
 
 @asynccontextmanager
-async def serving(settings: HttpSettings, readiness: Readiness) -> AsyncIterator[int]:
+async def serving(
+    settings: HttpSettings, readiness: Readiness, routes: Sequence[web.RouteDef] = ()
+) -> AsyncIterator[int]:
     """The HTTP server, listening until the block ends; yields its port."""
-    runner = web.AppRunner(application(readiness), access_log=None)
+    runner = web.AppRunner(application(readiness, settings, routes), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

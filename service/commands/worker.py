@@ -51,7 +51,7 @@ from service.events.pollers import until_acked
 from service.kafka.admin import COMMAND_TOPICS
 from service.kafka.connection import client_options
 from service.kafka.producer import EventPublisher, OutRecord, Producer
-from service.metrics import COMMANDS, LEDGER_ENTRIES
+from service.metrics import COMMAND_LAG, COMMANDS, LEDGER_ENTRIES
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -454,6 +454,23 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
         while True:
             await asyncio.sleep(interval_s)
             await self._commit()
+            self._measure_lag()
+
+    def _measure_lag(self) -> None:
+        """Per command topic, the messages past what this worker committed (before its
+        first commit, past the first it has not finished), up to the end its fetches saw."""
+        if self._consumer is None:
+            return
+        lag = dict.fromkeys(self._kinds, 0)
+        for tp in self._owned:
+            end = self._consumer.highwater(tp)
+            offsets = self._offsets
+            done = offsets.committed.get(tp, min(offsets.pending.get(tp, ()), default=None))
+            done = offsets.next.get(tp) if done is None else done
+            if end is not None and done is not None:
+                lag[tp.topic] += max(end - done, 0)
+        for topic, behind in lag.items():
+            COMMAND_LAG.labels(topic).set(behind)
 
     async def _commit(self) -> None:
         async with self._commit_lock:

@@ -28,7 +28,7 @@ EVENT_TOPICS = ("agent_states", "calls", "skillgroups")
 # Command topic per kind. With the same partition count, a command id lands on the same
 # partition number in each, and that partition of the ledger holds its entries.
 COMMAND_TOPICS = {"dial": "commands_dial", "sms": "commands_sms", "appraise": "commands_appraise"}
-OUTPUT_TOPICS = ("command_results", "command_dlq")
+OUTPUT_TOPICS = ("command_results", "command_dlq", "webhook_dlq")
 SHOWN_TOPICS = (*EVENT_TOPICS, "command_results")  # what `tail` and the demo show
 ADMIN_TIMEOUT_MS = 5000  # a CLI that cannot reach the broker says so quickly
 
@@ -59,6 +59,7 @@ def topic_plan(topics: TopicSettings) -> list[TopicSpec]:
         **dict.fromkeys((*EVENT_TOPICS, *COMMAND_TOPICS.values(), *OUTPUT_TOPICS), kept),
         "checkpoints": compacted,
         "ledger": ledger,
+        "poller_assignments": compacted,
     }
     return [
         TopicSpec(topics.name(topic), topics.partitions, topics.replication_factor, config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -101,3 +102,11 @@ async def complete(emulator: EmulatorServer, settings: Settings, until_ms: int) 
 
 async def calls_at_least(emulator: EmulatorServer, count: int) -> bool:
     return len(emulator.sim.call_history()) >= count
+
+
+def free_port() -> int:
+    """A loopback port free now, for a service whose port a test must know in advance."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -21,14 +21,7 @@ from service.kafka.admin import ensure_topics
 from service.kafka.producer import OutRecord, Producer
 from service.settings import CommandSettings, HttpSettings, Settings
 from tests.inspection import eventually
-from tests.integration.pipeline import INSTANCE, in_process, service_settings
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.integration.pipeline import INSTANCE, free_port, in_process, service_settings
 
 
 def with_http(settings: Settings, *, commands: bool) -> Settings:

@@ -1,0 +1,263 @@
+"""Commands over HTTP (PRODUCT.md section 5): `POST /v1/commands/{kind}` validates a command
+as the Kafka path does and produces it to its topic; `GET /v1/commands/{command_id}` tells
+its ledger state and result.
+
+A 202 means Kafka acknowledged the command, nothing more: the worker that owns its
+partition executes it like any other. A 503 may hide a command Kafka did take after all;
+sending it again with the same `command_id` is safe, the ledger answers `duplicate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import structlog
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import Field
+
+from service.commands.ledger import Entry
+from service.commands.models import (
+    KINDS,
+    CommandKind,
+    CommandResult,
+    FieldError,
+    InvalidCommandError,
+    parse_command,
+)
+from service.events.models import Outbound
+from service.kafka.admin import COMMAND_TOPICS, describe_topics
+from service.kafka.connection import client_options
+from service.kafka.producer import OutRecord, PublishError
+from service.metrics import HTTP_COMMANDS
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+JSON = "application/json"
+
+
+class ApiError(Outbound):
+    """Every 4xx and 5xx body of /v1/commands."""
+
+    status: int
+    error: str  # a short code: unauthorized, invalid_command, too_large, kafka_unavailable...
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)  # invalid_command: each bad field
+
+
+class Accepted(Outbound):
+    command_id: str
+    kind: CommandKind
+    topic: str
+    status_url: str
+
+
+class CommandStatus(Outbound):
+    """What this replica has read of a command id: its ledger entry and its result."""
+
+    command_id: str
+    # The ledger's: `started` before the CCC call, `done` after. None for a command never
+    # executed (rejected, expired) or not read yet.
+    ledger_state: Literal["started", "done"] | None
+    action: str | None  # the CCC action called, if any
+    # The outcome of its execution (the ledger's), else the latest result on the results
+    # topic (rejected, expired); None while it runs.
+    result: CommandResult | None
+
+
+class StatusView:
+    """The ledger and results topics tailed from their beginning, keeping the last entry and
+    result of the newest `max_entries` command ids: any replica can answer a GET, whichever
+    worker ran the command. Memory: about 1.5 KB per command id kept."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._kafka = settings.kafka
+        self._ledger_topic = settings.topics.name("ledger")
+        self._results_topic = settings.topics.name("command_results")
+        self._max_entries = settings.http.status_entries
+        # command id -> [ledger value, result value], raw: most are never asked for.
+        self._known: OrderedDict[str, list[bytes | None]] = OrderedDict()
+        self.caught_up = asyncio.Event()  # everything there was at the start has been read
+
+    async def run(self, stop: asyncio.Event) -> None:
+        topics = [self._ledger_topic, self._results_topic]
+        found = await describe_topics(self._kafka, topics)
+        assigned = [
+            TopicPartition(name, partition)
+            for name, state in found.items()
+            for partition in range(state.partitions)
+        ]
+        consumer = AIOKafkaConsumer(**client_options(self._kafka), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(assigned)
+            await consumer.seek_to_beginning(*assigned)
+            ends = await consumer.end_offsets(assigned)
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+                for tp, records in batches.items():
+                    for record in records:
+                        self._take(tp.topic, record.key, record.value)
+                if not self.caught_up.is_set():
+                    behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+                    if not behind:
+                        self.caught_up.set()
+        finally:
+            await consumer.stop()
+
+    def _take(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        command_id = key.decode(errors="replace")
+        known = self._known.pop(command_id, [None, None])
+        known[0 if topic == self._ledger_topic else 1] = value
+        self._known[command_id] = known  # newest last
+        if len(self._known) > self._max_entries:
+            self._known.popitem(last=False)
+
+    def status(self, command_id: str) -> CommandStatus | None:
+        known = self._known.get(command_id)
+        if known is None or known == [None, None]:
+            return None
+        ledger_value, result_value = known
+        entry = None if ledger_value is None else Entry.model_validate_json(ledger_value)
+        if entry is not None:
+            result = entry.result  # a repeat's `duplicate` result says less than the original
+        else:
+            result = None if result_value is None else _result_of(result_value)
+        return CommandStatus(
+            command_id=command_id,
+            ledger_state=None if entry is None else entry.state,
+            action=None if entry is None else entry.action,
+            result=result,
+        )
+
+
+def _result_of(event: bytes) -> CommandResult | None:
+    try:
+        return CommandResult.model_validate(json.loads(event)["data"])
+    except (ValueError, KeyError, TypeError):  # not written by this service: nothing to tell
+        return None
+
+
+class CommandIngress:
+    """The handlers of /v1/commands."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        send_all: Callable[[list[OutRecord]], Awaitable[None]],
+        view: StatusView,
+    ) -> None:
+        self._settings = settings
+        self._send_all = send_all
+        self._view = view
+        self._instances = frozenset(settings.ccc.instances)
+        self._keys = [key.get_secret_value().encode() for key in settings.http.api_keys]
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/commands/{kind}", self.post),
+            web.get("/v1/commands/{command_id}", self.get),
+        ]
+
+    async def post(self, request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if kind not in KINDS:  # said here, not by the router, which would answer 405
+            return _error(404, "unknown_kind", f"no command kind {kind!r}: one of {KINDS}")
+        answer = await self._post(request, kind)
+        HTTP_COMMANDS.labels(kind, str(answer.status)).inc()
+        return answer
+
+    async def _post(self, request: web.Request, kind: CommandKind) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self._settings.http.max_body_bytes
+            return _error(413, "too_large", f"the body is larger than {limit} bytes")
+        try:
+            command = parse_command(kind, body, self._instances)
+        except InvalidCommandError as invalid:
+            return _error(400, "invalid_command", str(invalid), invalid.errors)
+        topic = self._settings.topics.name(COMMAND_TOPICS[kind])
+        value = command.model_dump_json(exclude_defaults=True).encode()
+        record = OutRecord(topic, command.command_id.encode(), value)
+        try:
+            await asyncio.wait_for(self._send_all([record]), self._settings.http.produce_timeout_s)
+        except (TimeoutError, PublishError) as error:
+            log.warning("http_command_not_acknowledged", kind=kind, error=repr(error))
+            message = (
+                "Kafka did not acknowledge the command; it may still arrive: send it again "
+                "with the same command_id, which is safe"
+            )
+            return _error(503, "kafka_unavailable", message, retry_after_s=5)
+        status_url = f"/v1/commands/{command.command_id}"
+        accepted = Accepted(
+            command_id=command.command_id, kind=kind, topic=topic, status_url=status_url
+        )
+        return web.Response(
+            status=202,
+            body=accepted.model_dump_json(),
+            content_type=JSON,
+            headers={"Location": status_url},
+        )
+
+    async def get(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        command_id = request.match_info["command_id"]
+        status = self._view.status(command_id)
+        if status is not None:
+            return web.Response(body=status.model_dump_json(), content_type=JSON)
+        if not self._view.caught_up.is_set():
+            message = "still reading the ledger since the start; ask again shortly"
+            return _error(503, "catching_up", message, retry_after_s=1)
+        message = (
+            f"no ledger entry or result for command id {command_id!r}: not run yet, never "
+            f"sent, or older than the {self._settings.http.status_entries} newest ids kept"
+        )
+        return _error(404, "unknown_command", message)
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        """401 unless the request carries a configured key. Every key is compared, in
+        constant time, so timing tells nothing about any of them."""
+        given = request.headers.get("X-API-Key", "")
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            given = token.strip()
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(key, given.encode())
+        if matched:
+            return None
+        message = (
+            "give an API key as 'Authorization: Bearer <key>' or 'X-API-Key'"
+            if self._keys
+            else "no API key is configured (http.api_keys): command ingress is off"
+        )
+        answer = _error(401, "unauthorized", message)
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="ccc-bridge"'
+        return answer
+
+
+def _error(
+    status: int,
+    error: str,
+    message: str,
+    fields: list[FieldError] | None = None,
+    *,
+    retry_after_s: int | None = None,
+) -> web.Response:
+    body = ApiError(status=status, error=error, message=message, fields=fields or [])
+    answer = web.Response(status=status, body=body.model_dump_json(), content_type=JSON)
+    if retry_after_s is not None:
+        answer.headers["Retry-After"] = str(retry_after_s)
+    return answer

@@ -1,0 +1,342 @@
+"""The HTTP command endpoints' own logic, served by aiohttp's test server with a recording
+stand-in for Kafka: authentication, validation, size limits, Kafka's refusal, status
+answers, and the OpenAPI document matching the routes. The path through the real broker
+and worker is tests/integration/test_ingress.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from openapi_spec_validator import validate
+from pydantic import SecretStr
+
+from service.commands.ingress import CommandIngress, StatusView
+from service.commands.ledger import Entry
+from service.commands.models import KINDS, CommandResult, CommandSource
+from service.kafka.producer import OutRecord, PublishError
+from service.openapi import openapi_document
+from service.settings import CccSettings, HttpSettings, Settings
+from service.web import Readiness, application
+
+KEY = "secret-key-1"
+DIAL = {
+    "command_id": "c-1",
+    "instance_id": "ccc-1",
+    "mode": "dial_ex",
+    "caller": "02180000000",
+    "callee": "13900000000",
+    "answer_mode": "ivr",
+    "route_point": "ivr-1",
+}
+SETTINGS = Settings(
+    ccc=CccSettings(instances=["ccc-1"]),
+    http=HttpSettings(api_keys=[SecretStr(KEY), SecretStr("other-key")], max_body_bytes=2048),
+)
+
+
+class Kafka:
+    """Records what would be produced; `fail` makes the next sends fail or hang."""
+
+    def __init__(self) -> None:
+        self.records: list[OutRecord] = []
+        self.fail: Exception | None = None
+        self.hang = False
+
+    async def send_all(self, records: list[OutRecord]) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.fail is not None:
+            raise self.fail
+        self.records += records
+
+
+Serve = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    clients: list[TestClient[Any, Any]] = []
+
+    async def start(
+        settings: Settings = SETTINGS, kafka: Kafka | None = None, view: StatusView | None = None
+    ) -> TestClient[Any, Any]:
+        ingress = CommandIngress(
+            settings, (kafka or Kafka()).send_all, view or StatusView(settings)
+        )
+        app = application(Readiness(asyncio.Event()), settings.http, ingress.routes())
+        client: TestClient[Any, Any] = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+def bearer(key: str = KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({}, "give an API key"),
+        (bearer("wrong"), "give an API key"),
+        (bearer(KEY + "x"), "give an API key"),
+        ({"X-API-Key": "wrong"}, "give an API key"),
+        ({"Authorization": f"Basic {KEY}"}, "give an API key"),
+    ],
+)
+async def test_without_a_configured_key_the_answer_is_401(
+    serve: Serve, headers: dict[str, str], why: str
+) -> None:
+    kafka = Kafka()
+    client = await serve(kafka=kafka)
+    for method, path in (("POST", "/v1/commands/dial"), ("GET", "/v1/commands/c-1")):
+        answer = await client.request(method, path, json=DIAL, headers=headers)
+        assert answer.status == 401
+        assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+        body = await answer.json()
+        assert body["error"] == "unauthorized"
+        assert why in body["message"]
+        assert KEY not in await answer.text()
+    assert kafka.records == []
+
+
+async def test_with_no_key_configured_ingress_is_off_and_says_so(serve: Serve) -> None:
+    settings = SETTINGS.model_copy(update={"http": HttpSettings()})
+    client = await serve(settings)
+    answer = await client.post("/v1/commands/dial", json=DIAL, headers=bearer())
+    assert answer.status == 401
+    assert "no API key is configured (http.api_keys)" in (await answer.json())["message"]
+
+
+@pytest.mark.parametrize("headers", [bearer(), bearer("other-key"), {"X-API-Key": KEY}])
+async def test_a_valid_command_is_produced_keyed_by_its_id_and_answered_202(
+    serve: Serve, headers: dict[str, str]
+) -> None:
+    kafka = Kafka()
+    client = await serve(kafka=kafka)
+    answer = await client.post("/v1/commands/dial", json=DIAL, headers=headers)
+    assert answer.status == 202
+    assert answer.headers["Location"] == "/v1/commands/c-1"
+    assert await answer.json() == {
+        "command_id": "c-1",
+        "kind": "dial",
+        "topic": "ccc.commands.dial",
+        "status_url": "/v1/commands/c-1",
+    }
+    [record] = kafka.records
+    assert (record.topic, record.key) == ("ccc.commands.dial", b"c-1")
+    assert json.loads(record.value or b"") == DIAL
+
+
+async def test_a_cloudevent_is_taken_as_on_the_topic(serve: Serve) -> None:
+    kafka = Kafka()
+    client = await serve(kafka=kafka)
+    event = {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "crm",
+        "type": "com.aliyun.ccc.command.dial",
+        "data": DIAL,
+    }
+    answer = await client.post("/v1/commands/dial", json=event, headers=bearer())
+    assert answer.status == 202
+    assert json.loads(kafka.records[0].value or b"") == DIAL
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "field", "reason"),
+    [
+        ("dial", DIAL | {"callee": "12-34"}, "callee", "phone number"),
+        ("dial", DIAL | {"instance_id": "ccc-9"}, "instance_id", "unknown instance 'ccc-9'"),
+        ("dial", {k: v for k, v in DIAL.items() if k != "route_point"}, "route_point", "ivr"),
+        ("sms", DIAL, "config_id", "Field required"),
+        ("appraise", {"command_id": "c", "instance_id": "ccc-1"}, "channel", ""),
+        ("dial", "not json", "", "not JSON"),
+    ],
+)
+async def test_an_invalid_command_is_400_naming_the_field_and_never_produced(
+    serve: Serve, kind: str, body: object, field: str, reason: str
+) -> None:
+    kafka = Kafka()
+    client = await serve(kafka=kafka)
+    raw = body if isinstance(body, str) else json.dumps(body)
+    answer = await client.post(f"/v1/commands/{kind}", data=raw, headers=bearer())
+    assert answer.status == 400
+    found = await answer.json()
+    assert found["error"] == "invalid_command"
+    assert any(e["field"] == field and reason in e["reason"] for e in found["fields"]), found
+    assert kafka.records == []
+
+
+async def test_a_body_over_the_limit_is_413(serve: Serve) -> None:
+    kafka = Kafka()
+    client = await serve(kafka=kafka)
+    big = DIAL | {"metadata": {"note": "x" * 4096}}
+    answer = await client.post("/v1/commands/dial", json=big, headers=bearer())
+    assert answer.status == 413
+    assert (await answer.json())["message"] == "the body is larger than 2048 bytes"
+    assert kafka.records == []
+
+
+async def test_an_unknown_kind_is_404_naming_the_kinds(serve: Serve) -> None:
+    client = await serve()
+    answer = await client.post("/v1/commands/fax", json=DIAL, headers=bearer())
+    assert answer.status == 404
+    body = await answer.json()
+    assert (body["error"], body["message"]) == (
+        "unknown_kind",
+        "no command kind 'fax': one of ('dial', 'sms', 'appraise')",
+    )
+
+
+@pytest.mark.parametrize("trouble", ["fails", "hangs"])
+async def test_kafka_not_acknowledging_is_503_saying_a_retry_is_safe(
+    serve: Serve, trouble: str
+) -> None:
+    kafka = Kafka()
+    if trouble == "fails":
+        kafka.fail = PublishError("KafkaTimeoutError: no broker")
+    else:
+        kafka.hang = True
+    settings = SETTINGS.model_copy(
+        update={"http": SETTINGS.http.model_copy(update={"produce_timeout_s": 0.05})}
+    )
+    client = await serve(settings, kafka=kafka)
+    answer = await client.post("/v1/commands/dial", json=DIAL, headers=bearer())
+    assert answer.status == 503
+    assert answer.headers["Retry-After"] == "5"
+    body = await answer.json()
+    assert body["error"] == "kafka_unavailable"
+    assert "same command_id" in body["message"]
+
+
+# -- status --------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+SOURCE = CommandSource(topic="ccc.commands.dial", partition=2, offset=7)
+
+
+def result(status: str, **fields: Any) -> CommandResult:
+    return CommandResult(
+        instance_id="ccc-1",
+        command_id="c-1",
+        kind="dial",
+        status=status,
+        action=fields.get("action", "DialEx"),
+        request_id=None,
+        task_id=fields.get("task_id"),
+        biz_id=None,
+        error=None,
+        attempts=1,
+        received_at=NOW,
+        completed_at=NOW,
+        latency_ms=1.0,
+        metadata={},
+        source=SOURCE,
+        original=fields.get("original"),
+    )
+
+
+def event(data: CommandResult) -> bytes:
+    return json.dumps({"specversion": "1.0", "data": data.model_dump(mode="json")}).encode()
+
+
+def feed(view: StatusView, topic: str, value: bytes | None, key: str = "c-1") -> None:
+    view._take(f"ccc.{topic}", key.encode(), value)
+
+
+async def status(client: TestClient[Any, Any], command_id: str = "c-1") -> tuple[int, Any]:
+    answer = await client.get(f"/v1/commands/{command_id}", headers=bearer())
+    return answer.status, await answer.json()
+
+
+async def test_status_is_503_until_the_view_caught_up_then_404_for_an_unknown_id(
+    serve: Serve,
+) -> None:
+    view = StatusView(SETTINGS)
+    client = await serve(view=view)
+    code, body = await status(client, "nobody")
+    assert (code, body["error"]) == (503, "catching_up")
+    view.caught_up.set()
+    code, body = await status(client, "nobody")
+    assert (code, body["error"]) == (404, "unknown_command")
+    assert "'nobody'" in body["message"]
+
+
+async def test_status_follows_the_ledger_and_keeps_the_original_outcome(serve: Serve) -> None:
+    view = StatusView(SETTINGS)
+    client = await serve(view=view)
+    started = Entry(state="started", source=SOURCE, action="DialEx")
+    feed(view, "bridge.ledger", started.model_dump_json().encode())
+    assert await status(client) == (
+        200,
+        {"command_id": "c-1", "ledger_state": "started", "action": "DialEx", "result": None},
+    )
+    done = result("succeeded", task_id="t-9")
+    entry = Entry(state="done", source=SOURCE, action="DialEx", result=done)
+    feed(view, "bridge.ledger", entry.model_dump_json().encode())
+    feed(view, "commands.results", event(done))
+    repeat = result("duplicate", action=None, original=done.outcome())
+    feed(view, "commands.results", event(repeat))
+    code, body = await status(client)
+    assert code == 200
+    assert body["ledger_state"] == "done"
+    assert (body["result"]["status"], body["result"]["task_id"]) == ("succeeded", "t-9")
+
+
+async def test_a_command_never_executed_shows_its_result_alone(serve: Serve) -> None:
+    view = StatusView(SETTINGS)
+    client = await serve(view=view)
+    rejected = result("rejected", action=None)
+    feed(view, "commands.results", event(rejected))
+    feed(view, "commands.results", b"not an event", key="c-2")
+    code, body = await status(client)
+    assert (code, body["ledger_state"], body["result"]["status"]) == (200, None, "rejected")
+    code, body = await status(client, "c-2")
+    assert (code, body["result"]) == (200, None)  # seen, but nothing readable to tell
+
+
+def test_the_view_keeps_the_newest_ids_only() -> None:
+    settings = SETTINGS.model_copy(
+        update={"http": SETTINGS.http.model_copy(update={"status_entries": 2})}
+    )
+    view = StatusView(settings)
+    entry = Entry(state="started", source=SOURCE).model_dump_json().encode()
+    for command_id in ("a", "b", "a", "c"):  # `a` seen again is newer than `b`
+        feed(view, "bridge.ledger", entry, key=command_id)
+    assert [view.status(c) is not None for c in ("a", "b", "c")] == [True, False, True]
+    feed(view, "bridge.ledger", None, key="a")  # a tombstone: forgotten
+    assert view.status("a") is None
+
+
+# -- OpenAPI -------------------------------------------------------------------------
+
+
+async def test_the_served_openapi_document_is_valid_and_covers_every_route(
+    serve: Serve,
+) -> None:
+    client = await serve()
+    answer = await client.get("/openapi.json")
+    assert answer.status == 200
+    document = await answer.json()
+    assert document == json.loads(json.dumps(openapi_document()))
+    validate(document)
+    routes: set[tuple[str, str]] = set()
+    for route in client.app.router.routes():
+        if route.method == "HEAD" or route.resource is None:
+            continue
+        path = route.resource.canonical
+        paths = [path.replace("{kind}", kind) for kind in KINDS] if "{kind}" in path else [path]
+        routes |= {(route.method.lower(), each) for each in paths}
+    documented = {(method, path) for path, ops in document["paths"].items() for method in ops}
+    assert routes == documented
