@@ -38,8 +38,9 @@ def load(path: Path) -> dict[str, Any]:
     return document
 
 
-def test_a_schema_file_per_message_and_an_asyncapi_document(written: Path) -> None:
-    expected = {f"{data_type.event_type}.json" for data_type in EVENT_TYPES} | {"asyncapi.json"}
+def test_a_schema_file_per_message_an_asyncapi_and_an_openapi_document(written: Path) -> None:
+    expected = {f"{data_type.event_type}.json" for data_type in EVENT_TYPES}
+    expected |= {"asyncapi.json", "openapi.json"}
     commands = {f"com.aliyun.ccc.command.{kind}.json" for kind in ("dial", "sms", "appraise")}
     results = {"com.aliyun.ccc.command.result.json", "com.aliyun.ccc.command.dlq.json"}
     assert {path.name for path in written.iterdir()} == expected | commands | results
@@ -159,7 +160,7 @@ def test_asyncapi_operations_send_and_receive_every_message(
 def test_command_writes_into_the_given_directory(tmp_path: Path) -> None:
     args = build_parser().parse_args(["schemas", "--out", str(tmp_path / "new")])
     assert asyncio.run(args.func(args)) == 0
-    assert len(list((tmp_path / "new").glob("*.json"))) == len(MESSAGES) + 1
+    assert len(list((tmp_path / "new").glob("*.json"))) == len(MESSAGES) + 2  # + AsyncAPI, OpenAPI
 
 
 def refs(node: Any) -> Iterator[str]:
