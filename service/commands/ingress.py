@@ -62,31 +62,36 @@ class CommandStatus(Outbound):
     """What this replica has read of a command id: its ledger entry and its result."""
 
     command_id: str
+    # queued: on its command topic, not begun; running: CCC is being called; done: answered.
+    state: Literal["queued", "running", "done"]
     # The ledger's: `started` before the CCC call, `done` after. None for a command never
-    # executed (rejected, expired) or not read yet.
+    # executed (rejected, expired) or not begun.
     ledger_state: Literal["started", "done"] | None
     action: str | None  # the CCC action called, if any
     # The outcome of its execution (the ledger's), else the latest result on the results
-    # topic (rejected, expired); None while it runs.
+    # topic (rejected, expired); None until it is done.
     result: CommandResult | None
 
 
 class StatusView:
-    """The ledger and results topics tailed from their beginning, keeping the last entry and
-    result of the newest `max_entries` command ids: any replica can answer a GET, whichever
-    worker ran the command. Memory: about 1.5 KB per command id kept."""
+    """The command, ledger and results topics tailed from their beginning, keeping for the
+    newest `max_entries` command ids whether a command was seen, its last ledger entry and
+    its last result: any replica can answer a GET, whichever worker ran the command.
+    Memory: about 1.5 KB per command id kept."""
 
     def __init__(self, settings: Settings) -> None:
         self._kafka = settings.kafka
+        self._commands = {settings.topics.name(topic) for topic in COMMAND_TOPICS.values()}
         self._ledger_topic = settings.topics.name("ledger")
         self._results_topic = settings.topics.name("command_results")
         self._max_entries = settings.http.status_entries
-        # command id -> [ledger value, result value], raw: most are never asked for.
+        # command id -> [ledger value, result value], raw: most are never asked for. A
+        # command seen on its topic and nothing else yet is [None, None].
         self._known: OrderedDict[str, list[bytes | None]] = OrderedDict()
         self.caught_up = asyncio.Event()  # everything there was at the start has been read
 
     async def run(self, stop: asyncio.Event) -> None:
-        topics = [self._ledger_topic, self._results_topic]
+        topics = [*self._commands, self._ledger_topic, self._results_topic]
         found = await describe_topics(self._kafka, topics)
         assigned = [
             TopicPartition(name, partition)
@@ -116,14 +121,17 @@ class StatusView:
             return
         command_id = key.decode(errors="replace")
         known = self._known.pop(command_id, [None, None])
-        known[0 if topic == self._ledger_topic else 1] = value
+        if topic == self._ledger_topic:
+            known[0] = value
+        elif topic == self._results_topic:
+            known[1] = value
         self._known[command_id] = known  # newest last
         if len(self._known) > self._max_entries:
             self._known.popitem(last=False)
 
     def status(self, command_id: str) -> CommandStatus | None:
         known = self._known.get(command_id)
-        if known is None or known == [None, None]:
+        if known is None:
             return None
         ledger_value, result_value = known
         entry = None if ledger_value is None else Entry.model_validate_json(ledger_value)
@@ -131,8 +139,14 @@ class StatusView:
             result = entry.result  # a repeat's `duplicate` result says less than the original
         else:
             result = None if result_value is None else _result_of(result_value)
+        state: Literal["queued", "running", "done"] = "queued"
+        if entry is not None and entry.state == "started":
+            state = "running"
+        elif result_value is not None or entry is not None:
+            state = "done"
         return CommandStatus(
             command_id=command_id,
+            state=state,
             ledger_state=None if entry is None else entry.state,
             action=None if entry is None else entry.action,
             result=result,
@@ -221,8 +235,8 @@ class CommandIngress:
             message = "still reading the ledger since the start; ask again shortly"
             return _error(503, "catching_up", message, retry_after_s=1)
         message = (
-            f"no ledger entry or result for command id {command_id!r}: not run yet, never "
-            f"sent, or older than the {self._settings.http.status_entries} newest ids kept"
+            f"nothing read of command id {command_id!r}: never sent, or older than the "
+            f"{self._settings.http.status_entries} newest ids kept"
         )
         return _error(404, "unknown_command", message)
 

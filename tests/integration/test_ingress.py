@@ -97,7 +97,7 @@ async def test_a_command_posted_runs_once_and_its_status_tells_the_outcome(
             return code == 200 and found["result"] is not None
 
         await eventually(done, deadline_s=30)
-        assert found["ledger_state"] == "done"
+        assert (found["state"], found["ledger_state"]) == ("done", "done")
         assert found["action"] == "DialEx"
         result = found["result"]
         assert (result["status"], result["metadata"]) == ("succeeded", {"crm": "ticket-7"})
