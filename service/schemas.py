@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from service.commands.models import (
     COMMAND_MODELS,
@@ -31,6 +31,7 @@ from service.kafka.admin import COMMAND_TOPICS
 from service.openapi import openapi_document
 from service.settings import Settings
 from service.version import service_version
+from service.webhooks.core import WEBHOOK_DEAD_LETTER, WebhookDeadLetter
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 KAFKA_BINDING_VERSION = "0.5.0"
@@ -85,22 +86,27 @@ def _command(kind: CommandKind, model: Any) -> Message:
     )
 
 
+def _dead_letter(name: str, model: type[BaseModel], topic: str, key: str) -> Message:
+    return Message(
+        name=name,
+        schema_id=f"urn:ccc-bridge:schema:{name}:v1",
+        model=model,
+        topic=topic,
+        key=key,
+        action="send",
+        summary=(model.__doc__ or "").replace("\n", " "),
+        cloud_event=False,
+    )
+
+
 MESSAGES: tuple[Message, ...] = (
     *(_event(data_type) for data_type in EVENT_TYPES),
     _event(CommandResult, key="{commandId}"),
     _command("dial", Dial),
     _command("sms", Sms),
     _command("appraise", Appraise),
-    Message(
-        name=DEAD_LETTER,
-        schema_id=f"urn:ccc-bridge:schema:{DEAD_LETTER}:v1",
-        model=DeadLetter,
-        topic="command_dlq",
-        key="the rejected message's own key",
-        action="send",
-        summary=(DeadLetter.__doc__ or "").replace("\n", " "),
-        cloud_event=False,
-    ),
+    _dead_letter(DEAD_LETTER, DeadLetter, "command_dlq", "the rejected message's own key"),
+    _dead_letter(WEBHOOK_DEAD_LETTER, WebhookDeadLetter, "webhook_dlq", "the event's own key"),
 )
 
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
@@ -50,6 +49,7 @@ from service.events.models import Outbound, event_id
 from service.events.pollers import until_acked
 from service.kafka.admin import COMMAND_TOPICS
 from service.kafka.connection import client_options
+from service.kafka.offsets import Offsets as Offsets  # noqa: PLC0414 - re-exported: tests import it from here
 from service.kafka.producer import EventPublisher, OutRecord, Producer
 from service.metrics import COMMAND_LAG, COMMANDS, LEDGER_ENTRIES
 from service.settings import Settings
@@ -95,36 +95,6 @@ class DeadLetter(Outbound):
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class Offsets:
-    """Per partition, the offsets handed out and not yet finished. A commit may go up to
-    the lowest unfinished one and never past it, whatever order commands finish in."""
-
-    pending: dict[TopicPartition, set[int]] = field(default_factory=dict)
-    next: dict[TopicPartition, int] = field(default_factory=dict)
-    committed: dict[TopicPartition, int] = field(default_factory=dict)
-
-    def begin(self, tp: TopicPartition, offset: int) -> None:
-        self.pending.setdefault(tp, set()).add(offset)
-        self.next[tp] = offset + 1
-
-    def end(self, tp: TopicPartition, offset: int) -> None:
-        self.pending.get(tp, set()).discard(offset)
-
-    def committable(self) -> dict[TopicPartition, int]:
-        """Positions to commit: those that moved since the last commit."""
-        positions = {
-            tp: min(self.pending[tp], default=position) for tp, position in self.next.items()
-        }
-        return {tp: pos for tp, pos in positions.items() if self.committed.get(tp) != pos}
-
-    def forget(self, partitions: Sequence[TopicPartition]) -> None:
-        for tp in partitions:
-            self.pending.pop(tp, None)
-            self.next.pop(tp, None)
-            self.committed.pop(tp, None)
 
 
 class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped base

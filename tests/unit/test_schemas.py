@@ -43,6 +43,7 @@ def test_a_schema_file_per_message_an_asyncapi_and_an_openapi_document(written: 
     expected |= {"asyncapi.json", "openapi.json"}
     commands = {f"com.aliyun.ccc.command.{kind}.json" for kind in ("dial", "sms", "appraise")}
     results = {"com.aliyun.ccc.command.result.json", "com.aliyun.ccc.command.dlq.json"}
+    results.add("com.aliyun.ccc.webhook.dlq.json")
     assert {path.name for path in written.iterdir()} == expected | commands | results
 
 
