@@ -86,6 +86,7 @@ def demo_settings(emulator: EmulatorServer, broker: EmbeddedBroker) -> Settings:
         kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
         http=HttpSettings(host="127.0.0.1", port=0),  # on a laptop 8080 may be taken
         pollers=PollerSettings(
+            split="none",  # one process: events from the first second, no group to join first
             agent_states_interval_s=1.0,
             agent_state_logs_interval_s=2.0,
             calls_interval_s=2.0,

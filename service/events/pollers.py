@@ -33,11 +33,12 @@ from service.events.core import (
 )
 from service.kafka.producer import PublishError
 from service.metrics import POLL_CYCLE_SECONDS, POLL_LAG_SECONDS
+from service.settings import PollerSettings
 
 log = structlog.get_logger(__name__)
 
 LOG_WINDOW_MS = 2 * 3600 * 1000  # ListAgentStateLogs refuses longer windows
-MAX_PUBLISH_BACKOFF_S = 5.0
+MAX_RETRY_BACKOFF_S = 5.0
 
 
 class Ccc(Protocol):
@@ -85,17 +86,28 @@ class Directory:
 async def until_acked(send: Callable[[], Awaitable[None]], stop: asyncio.Event) -> bool:
     """Send (events or a checkpoint) until Kafka acknowledged it; False if asked to stop
     first. Meanwhile the poller waits here: polling pauses, memory stays bounded."""
+    return await retried(send, stop, (PublishError,), "publish_failed")
+
+
+async def retried(
+    attempt: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    errors: tuple[type[Exception], ...],
+    event: str,
+) -> bool:
+    """Run `attempt` until it succeeds, logging `event` and backing off (up to 5 s) after each
+    of `errors`; False if asked to stop first."""
     delay = 0.2
     while True:
         try:
-            await send()
-        except PublishError as error:
-            log.warning("publish_failed", error=str(error), retry_s=delay)
+            await attempt()
+        except errors as error:
+            log.warning(event, error=str(error), retry_s=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             if stop.is_set():
                 return False
-            delay = min(delay * 2, MAX_PUBLISH_BACKOFF_S)
+            delay = min(delay * 2, MAX_RETRY_BACKOFF_S)
         else:
             return True
 
@@ -114,6 +126,39 @@ class InstancePorts:
 Cycle = Callable[[asyncio.Event], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Stream:
+    """One enabled stream of one instance, as poll_loop runs it."""
+
+    name: str
+    cycle: Cycle
+    interval_s: float
+    checkpoint: str | None  # the key of its checkpoint, for those that resume from one
+
+
+def streams(ports: InstancePorts, settings: PollerSettings) -> list[Stream]:
+    """Every enabled stream of one instance."""
+    plan: list[Stream] = []
+    if settings.agent_states:
+        states = AgentStatePoller(ports)
+        plan.append(Stream("agent_states", states.cycle, settings.agent_states_interval_s, None))
+    if settings.agent_state_logs:
+        logs = StateLogPoller(
+            ports,
+            settle_ms=int(settings.agent_state_logs_settle_s * 1000),
+            backfill_ms=int(settings.agent_state_logs_backfill_s * 1000),
+        )
+        interval_s = settings.agent_state_logs_interval_s
+        plan.append(Stream("agent_state_logs", logs.cycle, interval_s, logs.key))
+    if settings.calls:
+        calls = CallPoller(ports, int(settings.calls_lookback_s * 1000))
+        plan.append(Stream("calls", calls.cycle, settings.calls_interval_s, calls.key))
+    if settings.skill_groups:
+        groups = SkillGroupPoller(ports)
+        plan.append(Stream("skill_groups", groups.cycle, settings.skill_groups_interval_s, None))
+    return plan
+
+
 async def poll_loop(
     cycle: Cycle, interval_s: float, stop: asyncio.Event, *, stream: str, instance_id: str
 ) -> None:
@@ -122,21 +167,25 @@ async def poll_loop(
     lag = POLL_LAG_SECONDS.labels(stream, instance_id)
     last_done = time.time()
     lag.set_function(lambda: time.time() - last_done)
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            await cycle(stop)
-        except CccError as error:
-            if not error.retriable:
-                raise  # bad credentials or a bad request will not fix themselves
-            # Nothing moved: the next cycle reads the same window again.
-            log.warning("poll_cycle_failed", error=str(error), attempts=error.attempts)
-        else:
-            duration.observe(time.monotonic() - started)
-            last_done = time.time()
-        wait = interval_s - (time.monotonic() - started)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=max(wait, 0))
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await cycle(stop)
+            except CccError as error:
+                if not error.retriable:
+                    raise  # bad credentials or a bad request will not fix themselves
+                # Nothing moved: the next cycle reads the same window again.
+                log.warning("poll_cycle_failed", error=str(error), attempts=error.attempts)
+            else:
+                duration.observe(time.monotonic() - started)
+                last_done = time.time()
+            wait = interval_s - (time.monotonic() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(wait, 0))
+    finally:
+        # Handed to another replica (or stopping): a lag that grew on here would be false.
+        POLL_LAG_SECONDS.remove(stream, instance_id)
 
 
 class AgentStatePoller:
@@ -176,17 +225,17 @@ class StateLogPoller:
         self._ports = ports
         self._settle_ms = settle_ms  # how far behind now to stay, for entries still arriving
         self._backfill_ms = backfill_ms
-        self._key = f"{ports.instance_id}:agent-state-logs"
+        self.key = f"{ports.instance_id}:agent-state-logs"
 
     async def cycle(self, stop: asyncio.Event) -> None:
         ports = self._ports
         end = ports.ccc.server_time_ms() - self._settle_ms
-        saved = ports.checkpoints.get(self._key)
+        saved = ports.checkpoints.get(self.key)
         if saved is None:
             # A first start: remember where reading begins, so the next cycle goes on from it.
             start = end - self._backfill_ms
             checkpoint = {"watermark_ms": start}
-            if not await until_acked(partial(ports.checkpoints.save, self._key, checkpoint), stop):
+            if not await until_acked(partial(ports.checkpoints.save, self.key, checkpoint), stop):
                 return
         else:
             start = int(saved["watermark_ms"])
@@ -197,7 +246,7 @@ class StateLogPoller:
             if not await until_acked(partial(ports.publisher.publish, events), stop):
                 return
             checkpoint = {"watermark_ms": window[1]}
-            if not await until_acked(partial(ports.checkpoints.save, self._key, checkpoint), stop):
+            if not await until_acked(partial(ports.checkpoints.save, self.key, checkpoint), stop):
                 return
 
     async def _window(self, agent_id: str, window: tuple[int, int]) -> list[Emitted]:
@@ -219,12 +268,12 @@ class CallPoller:
     def __init__(self, ports: InstancePorts, lookback_ms: int) -> None:
         self._ports = ports
         self._lookback_ms = lookback_ms
-        self._key = f"{ports.instance_id}:calls"
+        self.key = f"{ports.instance_id}:calls"
 
     async def cycle(self, stop: asyncio.Event) -> None:
         ports = self._ports
         end = ports.ccc.server_time_ms()
-        saved = ports.checkpoints.get(self._key)
+        saved = ports.checkpoints.get(self.key)
         cursor = CallsCursor.model_validate(saved) if saved else CallsCursor(watermark_ms=end)
         params = {
             "InstanceId": ports.instance_id,
@@ -238,7 +287,7 @@ class CallPoller:
             events += await self._contact(record)
         if await until_acked(partial(ports.publisher.publish, events), stop):
             advanced = cursor.advance(records, end, self._lookback_ms).model_dump()
-            await until_acked(partial(ports.checkpoints.save, self._key, advanced), stop)
+            await until_acked(partial(ports.checkpoints.save, self.key, advanced), stop)
 
     async def _contact(self, record: Any) -> list[Emitted]:
         instance_id = self._ports.instance_id

@@ -7,7 +7,7 @@ import asyncio
 import functools
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
@@ -190,7 +190,9 @@ class EventPublisher:
 class CheckpointStore:
     """Checkpoints in a compacted topic, keyed `{instance}:{stream}`; the latest one wins.
 
-    All of them are read once at start (the topic holds one live record per key, and
+    Those of an instance are read when this process starts polling it, at start or when a
+    rebalance hands it over from another replica, which moved them meanwhile. Only the
+    partitions holding the keys are read (the topic holds one live record per key, and
     brokers that do not compact, like the embedded one, only make that read longer).
     """
 
@@ -208,7 +210,18 @@ class CheckpointStore:
         await self._producer.send_all([OutRecord(self._topic, key.encode(), payload)])
         self._latest[key] = dict(value)
 
-    async def load(self) -> None:
-        for record in await read_to_end(self._kafka, [self._topic]):
-            if record.key is not None and record.value is not None:
-                self._latest[record.key.decode()] = json.loads(record.value)
+    async def load(self, keys: Collection[str]) -> None:
+        """The latest checkpoint of each of `keys` as Kafka has it now (KafkaError if it
+        cannot be read)."""
+        wanted = {key.encode() for key in keys}
+        if not wanted:
+            return
+        partitions = await self._producer.partitions_for(self._topic)
+        holding = {partition_for(key, partitions) for key in wanted}
+        found: dict[str, dict[str, Any]] = {}
+        for record in await read_to_end(self._kafka, [self._topic], holding):
+            if record.key in wanted and record.value is not None:
+                found[record.key.decode()] = json.loads(record.value)  # later ones win
+        for key in keys:  # what Kafka lacks is not kept either: it is the truth
+            self._latest.pop(key, None)
+        self._latest |= found

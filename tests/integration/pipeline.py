@@ -49,6 +49,10 @@ def service_settings(emulator: EmulatorServer, bootstrap: str) -> Settings:
         http=LOOPBACK_ANY_PORT,
         topics=TopicSettings(prefix=f"t{uuid.uuid4().hex[:8]}."),  # one broker, many tests
         pollers=PollerSettings(
+            # One process: no group to join. Joining costs each start seconds, and a start
+            # after a SIGKILL the dead member's session timeout (30 s more over test_http,
+            # test_pipeline and test_restarts); test_replicas.py tests the split itself.
+            split="none",
             agent_states_interval_s=0.2,
             agent_state_logs_interval_s=0.3,
             agent_state_logs_settle_s=1.0,
