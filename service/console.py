@@ -16,6 +16,7 @@ import yaml
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 
+from service.kafka.connection import client_options, connection_problem
 from service.settings import ConfigError, KafkaSettings, Settings, load_settings
 from service.validation import field_errors
 
@@ -35,11 +36,13 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     try:
-        return load_settings(args.config)
+        settings = load_settings(args.config)
+        client_options(settings.kafka)  # TLS files and SASL credentials, before any client
     except ValidationError as error:
         raise StartupError(f"bad configuration: {field_errors(error)}") from error
     except (ConfigError, OSError, TypeError, ValueError, yaml.YAMLError) as error:
         raise StartupError(f"bad configuration: {error}") from error
+    return settings
 
 
 def startup_failed(command: str, cause: object) -> int:
@@ -50,6 +53,10 @@ def startup_failed(command: str, cause: object) -> int:
 
 def kafka_failure(kafka: KafkaSettings, error: KafkaError) -> str:
     if isinstance(error, KafkaConnectionError):
+        # aiokafka's error names no cause: a broker that refused TLS or SASL looks unreachable.
+        problem = connection_problem(kafka)
+        if problem is not None:
+            return f"cannot connect to Kafka at {kafka.bootstrap_servers}: {problem}"
         return f"cannot reach Kafka at {kafka.bootstrap_servers} (is the broker running?)"
     return f"Kafka at {kafka.bootstrap_servers}: {error}"
 

@@ -63,3 +63,5 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # At debug aiokafka logs every request's repr, a SASL PLAIN login's password included.
+    logging.getLogger("aiokafka.conn").setLevel(max(logging.INFO, root.level))

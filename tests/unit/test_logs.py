@@ -43,3 +43,16 @@ def test_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
     structlog.get_logger("t").warning("loud")
     events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
     assert events == ["loud"]
+
+
+def test_at_debug_aiokafka_requests_stay_unlogged(capsys: pytest.CaptureFixture[str]) -> None:
+    # aiokafka's request reprs carry a SASL PLAIN login's password.
+    configure_logging("debug", "json")
+    conn = logging.getLogger("aiokafka.conn")
+    try:
+        conn.debug("Request 1: SaslAuthenticateRequest_v0(sasl_auth_bytes=b'u\\x00u\\x00pw')")
+        structlog.get_logger("t").debug("ours")
+        events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+        assert events == ["ours"]
+    finally:
+        conn.setLevel(logging.NOTSET)
