@@ -33,48 +33,16 @@ from service.console import (
     startup_failed,
     stop_on_signals,
 )
-from service.events.pollers import (
-    AgentStatePoller,
-    CallPoller,
-    Cycle,
-    Directory,
-    InstancePorts,
-    SkillGroupPoller,
-    StateLogPoller,
-    poll_loop,
-)
+from service.events.assignment import Pollers
 from service.kafka.admin import COMMAND_TOPICS, describe_topics, ensure_topics
 from service.kafka.producer import CheckpointStore, EventPublisher, Producer
-from service.settings import ConfigError, PollerSettings, Settings
+from service.settings import ConfigError, Settings
 from service.web import Probes, Readiness, serving
+from service.webhooks.dispatcher import run_webhooks
 
 log = structlog.get_logger(__name__)
 
 EXIT_SECOND_SIGNAL = 130
-
-
-def pollers(ports: InstancePorts, settings: PollerSettings) -> list[tuple[str, Cycle, float]]:
-    """(stream, cycle, interval) of every enabled stream of one instance."""
-    plan: list[tuple[str, Cycle, float]] = []
-    if settings.agent_states:
-        plan.append(
-            ("agent_states", AgentStatePoller(ports).cycle, settings.agent_states_interval_s)
-        )
-    if settings.agent_state_logs:
-        poller = StateLogPoller(
-            ports,
-            settle_ms=int(settings.agent_state_logs_settle_s * 1000),
-            backfill_ms=int(settings.agent_state_logs_backfill_s * 1000),
-        )
-        plan.append(("agent_state_logs", poller.cycle, settings.agent_state_logs_interval_s))
-    if settings.calls:
-        calls = CallPoller(ports, int(settings.calls_lookback_s * 1000))
-        plan.append(("calls", calls.cycle, settings.calls_interval_s))
-    if settings.skill_groups:
-        plan.append(
-            ("skill_groups", SkillGroupPoller(ports).cycle, settings.skill_groups_interval_s)
-        )
-    return plan
 
 
 async def _start_kafka(settings: Settings) -> Producer:
@@ -129,7 +97,6 @@ async def run_service(
     producer = await _start_kafka(settings)
     try:
         checkpoints = CheckpointStore(producer, settings.kafka, settings.topics)
-        await checkpoints.load()
         publisher = EventPublisher(producer, settings.topics, settings.ccc.region)
         async with CccClient(settings.ccc) as ccc:
             await _check_ccc(ccc, settings)
@@ -155,14 +122,10 @@ async def run_service(
                     worker = CommandWorker(settings, producer, ccc, publisher)
                     readiness.checks["commands"] = worker.assignment_problem
                     group.create_task(worker.run(stop))
-                for instance_id in settings.ccc.instances:
-                    directory = Directory(ccc, instance_id, settings.pollers.directory_refresh_s)
-                    ports = InstancePorts(instance_id, ccc, publisher, checkpoints, directory)
-                    for stream, cycle, interval_s in pollers(ports, settings.pollers):
-                        loop = poll_loop(
-                            cycle, interval_s, stop, stream=stream, instance_id=instance_id
-                        )
-                        group.create_task(loop)
+                group.create_task(run_webhooks(settings, producer, stop))
+                pollers = Pollers(settings, ccc, publisher, checkpoints)
+                readiness.checks["pollers"] = pollers.assignment_problem
+                group.create_task(pollers.run(stop))
                 log.info("service_started", instances=settings.ccc.instances)
                 if on_ready is not None:
                     on_ready()

@@ -44,3 +44,27 @@ HTTP_COMMANDS = Counter(
     "POST /v1/commands answers, by command kind and HTTP status.",
     ["kind", "status"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "ccc_bridge_webhook_deliveries",
+    "Webhook deliveries by endpoint and outcome: delivered (a 2xx), retried (an attempt that "
+    "failed and is tried again), dead_lettered (on the webhook DLQ after the last attempt).",
+    ["endpoint", "outcome"],
+)
+WEBHOOK_DELIVERY_SECONDS = Histogram(
+    "ccc_bridge_webhook_delivery_seconds",
+    "From an event's Kafka timestamp to the endpoint's 2xx: queueing and retries included.",
+    ["endpoint"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+WEBHOOK_LAG = Gauge(
+    "ccc_bridge_webhook_consumer_lag",
+    "Events of the partitions an endpoint's dispatcher owns that are neither delivered nor "
+    "dead-lettered yet: the partitions' end offsets less the first such event's offset.",
+    ["endpoint"],
+)
+INSTANCE_POLLED = Gauge(
+    "ccc_bridge_instance_polled",
+    "1 while this process polls the CCC instance, 0 once it stopped (handed it to another "
+    "replica, or stopping). Summed over the replicas: 1 per instance at steady state.",
+    ["instance"],
+)

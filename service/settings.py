@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -23,6 +31,8 @@ from pydantic_settings import (
 
 from service.ccc.catalog import load_catalog
 from service.ccc.signing import AccessKey, BearerToken, Credentials
+from service.webhooks.filters import check_pattern
+from service.webhooks.signing import decode_secret
 
 ENV_PREFIX = "CCC_BRIDGE_"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
@@ -156,8 +166,15 @@ class TopicSettings(Section):
 
 
 class PollerSettings(Section):
-    """Which streams are polled, and how often; every instance gets each enabled stream."""
+    """Which streams are polled, and how often; every instance gets each enabled stream.
+    How replicas share the instances: docs/replicas.md."""
 
+    # group: the replicas that share `group_id` split the instances between them (Kafka
+    # group assignment over topics.poller_assignments); none: this process polls every
+    # instance, and must be the only one that does.
+    split: Literal["group", "none"] = "group"
+    group_id: str = "ccc-bridge-pollers"
+    session_timeout_ms: int = Field(10_000, ge=1000)  # a dead replica's instances move after this
     agent_states: bool = True
     agent_state_logs: bool = True
     calls: bool = True
@@ -178,6 +195,10 @@ class PollerSettings(Section):
     def off(cls) -> PollerSettings:
         """No stream polled: a process that only executes commands."""
         return cls(agent_states=False, agent_state_logs=False, calls=False, skill_groups=False)
+
+    @property
+    def any_stream(self) -> bool:
+        return self.agent_states or self.agent_state_logs or self.calls or self.skill_groups
 
 
 class CommandSettings(Section):
@@ -201,14 +222,64 @@ class CommandSettings(Section):
 
 
 class WebhookEndpoint(Section):
-    name: str
+    """One HTTP endpoint: the events its `event_types` match, POSTed and signed with `secret`
+    (Standard Webhooks). URLs come from configuration only, never from a message."""
+
+    # Errors leave the input out, so a rejected secret is not printed. Pydantic reads this
+    # from the model validated first; under Settings, the CLI prints fields and messages only.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    # In the consumer group id, metric labels and dead letters: a plain, short word.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     url: HttpUrl
-    event_types: list[str] = Field(default_factory=lambda: ["*"])
-    secret: SecretStr
+    # "*", exact types, or prefixes ending in ".*" such as "com.aliyun.ccc.call.*".
+    event_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    secret: SecretStr  # whsec_ + base64 of 24 to 64 random bytes
+    timeout_s: float = Field(10.0, gt=0)  # one attempt, connecting included
+    max_attempts: int = Field(6, ge=1, le=50)  # then the event goes to the webhook DLQ
+    backoff_initial_s: float = Field(0.5, gt=0)  # full jitter, doubling per attempt
+    backoff_max_s: float = Field(30.0, gt=0)  # also caps how long a Retry-After is honoured
+    concurrency: int = Field(16, ge=1)  # requests at once
+    # Events read and not yet delivered or dead-lettered: bounds memory while it is down.
+    max_in_flight: int = Field(256, ge=1)
+
+    @field_validator("event_types")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        return [check_pattern(pattern) for pattern in patterns]
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, secret: SecretStr) -> SecretStr:
+        # The message says what is wrong with it, never what it was.
+        decode_secret(secret.get_secret_value())
+        return secret
 
 
 class WebhookSettings(Section):
+    """The webhook dispatcher: one consumer group per endpoint, so a slow or dead one holds
+    up nothing else. Endpoints may come as a JSON list in CCC_BRIDGE_WEBHOOKS__ENDPOINTS
+    (an env var or a secret file), secrets included."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # as WebhookEndpoint
     endpoints: list[WebhookEndpoint] = Field(default_factory=list)
+    group_prefix: str = "ccc-bridge-webhook-"  # an endpoint's group: the prefix + its name
+    # Where an endpoint's new group starts: latest sends what is published from its first
+    # start on; earliest also the retained history (up to topics.retention_ms of it).
+    start_from: Literal["earliest", "latest"] = "latest"
+    # Kafka answers a fetch as soon as events arrive; the embedded broker waits this long.
+    fetch_max_wait_ms: int = Field(100, ge=0)
+    commit_interval_s: float = Field(1.0, gt=0)  # also how often the lag metric is measured
+    # A dead replica's partitions move to the others after this.
+    session_timeout_ms: int = Field(10_000, ge=1000)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique_names(cls, endpoints: list[WebhookEndpoint]) -> list[WebhookEndpoint]:
+        names = [endpoint.name for endpoint in endpoints]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"endpoint names must differ: {', '.join(repeated)} repeated")
+        return endpoints
 
 
 class HttpSettings(Section):
@@ -247,6 +318,7 @@ class Settings(BaseSettings):
         secrets_dir_missing="ok",
         case_sensitive=False,
         extra="forbid",
+        hide_input_in_errors=True,  # a rejected value may be a secret
     )
 
     ccc: CccSettings = Field(default_factory=CccSettings)

@@ -147,11 +147,13 @@ async def test_revoked_credentials_stop_the_service_with_one_line(
     """Crash-only: credentials revoked mid-run end the process (exit 1), saying why last."""
     settings = service_settings(emulator_busy, broker.bootstrap_servers)
     service = await start_service(settings, tmp_path / "service.yaml")
+    keys = dict(emulator_busy.config.access_keys)  # shared by every test's BUSY emulator
     try:
         await eventually(partial(published, settings, 50), deadline_s=60)
         emulator_busy.config.access_keys.clear()  # the key is revoked
         _, errors = await asyncio.wait_for(service.communicate(), timeout=60)
     finally:
+        emulator_busy.config.access_keys.update(keys)
         if service.returncode is None:
             service.kill()
             await service.wait()
