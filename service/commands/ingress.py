@@ -18,7 +18,7 @@ from typing import Literal
 
 import structlog
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from pydantic import Field
 
 from service.commands.ledger import Entry
@@ -31,9 +31,10 @@ from service.commands.models import (
     parse_command,
 )
 from service.events.models import Outbound
-from service.kafka.admin import COMMAND_TOPICS, describe_topics
+from service.kafka.admin import COMMAND_TOPICS
 from service.kafka.connection import client_options
 from service.kafka.producer import OutRecord, PublishError
+from service.kafka.reading import partitions_of
 from service.metrics import HTTP_COMMANDS
 from service.settings import Settings
 
@@ -92,12 +93,7 @@ class StatusView:
 
     async def run(self, stop: asyncio.Event) -> None:
         topics = [*self._commands, self._ledger_topic, self._results_topic]
-        found = await describe_topics(self._kafka, topics)
-        assigned = [
-            TopicPartition(name, partition)
-            for name, state in found.items()
-            for partition in range(state.partitions)
-        ]
+        assigned = await partitions_of(self._kafka, topics)
         consumer = AIOKafkaConsumer(**client_options(self._kafka), enable_auto_commit=False)
         await consumer.start()
         try:

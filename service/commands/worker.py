@@ -18,7 +18,6 @@ message redelivered after a crash is answered with the same ids again.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -49,7 +48,8 @@ from service.events.models import Outbound, event_id
 from service.events.pollers import until_acked
 from service.kafka.admin import COMMAND_TOPICS
 from service.kafka.connection import client_options
-from service.kafka.offsets import Offsets as Offsets  # noqa: PLC0414 - re-exported: tests import it from here
+from service.kafka.dead_letters import b64, kept_bytes
+from service.kafka.offsets import Offsets
 from service.kafka.producer import EventPublisher, OutRecord, Producer
 from service.metrics import COMMAND_LAG, COMMANDS, LEDGER_ENTRIES
 from service.settings import Settings
@@ -70,7 +70,6 @@ class Ccc(Protocol):
 DEAD_LETTER = "com.aliyun.ccc.command.dlq"
 # Kafka's default message size is 1 MB and base64 adds a third: a bigger value is cut here
 # (the original stays on its topic, at the partition and offset the record names).
-MAX_DEAD_VALUE = 512 * 1024
 
 
 class DeadLetter(Outbound):
@@ -390,11 +389,8 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
             partition=source.partition,
             offset=source.offset,
             timestamp_ms=record.timestamp,
-            key_base64=_b64(record.key),
-            value_base64=_b64(None if record.value is None else record.value[:MAX_DEAD_VALUE]),
-            value_bytes=None if record.value is None else len(record.value),
-            value_truncated=record.value is not None and len(record.value) > MAX_DEAD_VALUE,
-            headers=[(name, _b64(value) or "") for name, value in record.headers or ()],
+            **kept_bytes(record.key, record.value),
+            headers=[(name, b64(value) or "") for name, value in record.headers or ()],
             rejected_at=at,
         )
         log.warning(
@@ -491,7 +487,3 @@ def _unknown(entry: Entry, at: datetime) -> Outcome:
         attempts=1,
         completed_at=at,
     )
-
-
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode()

@@ -12,19 +12,26 @@ from service.kafka.connection import client_options
 from service.settings import KafkaSettings
 
 
+async def partitions_of(
+    kafka: KafkaSettings, topics: list[str], partitions: Collection[int] | None = None
+) -> list[TopicPartition]:
+    """The partitions (of `partitions`, or all) of those of `topics` that exist."""
+    found = await describe_topics(kafka, topics)  # asking only for existing ones creates none
+    return [
+        TopicPartition(name, partition)
+        for name, state in found.items()
+        for partition in range(state.partitions)
+        if partitions is None or partition in partitions
+    ]
+
+
 async def read_to_end(
     kafka: KafkaSettings, topics: list[str], partitions: Collection[int] | None = None
 ) -> list[Any]:
     """Every record of those of `topics` that exist (of their `partitions`, or all), oldest
     first per partition, up to the end each partition had when the read began. No consumer
     group, nothing committed."""
-    found = await describe_topics(kafka, topics)  # asking only for existing ones creates none
-    assigned = [
-        TopicPartition(name, partition)
-        for name, state in found.items()
-        for partition in range(state.partitions)
-        if partitions is None or partition in partitions
-    ]
+    assigned = await partitions_of(kafka, topics, partitions)
     if not assigned:
         return []
     consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)

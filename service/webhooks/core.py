@@ -5,7 +5,6 @@ after the last attempt, and per-key order. The dispatcher plugs the adapters in.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import time
@@ -25,6 +24,7 @@ from tenacity import (
 )
 
 from service.events.models import Outbound, UtcTime, event_id
+from service.kafka.dead_letters import kept_bytes
 from service.settings import WebhookEndpoint
 from service.webhooks.signing import signed_headers
 
@@ -32,9 +32,6 @@ WEBHOOK_DEAD_LETTER = "com.aliyun.ccc.webhook.dlq"
 # Tried again besides every 5xx: the receiver timed out, or asked us to slow down.
 RETRIED_STATUSES = frozenset({408, 429})
 MAX_ID_LENGTH = 256  # a header value, not a document
-# As on the command DLQ: Kafka's default message limit is 1 MB and base64 adds a third, so
-# a bigger value is cut (the original stays on its topic, where the record says).
-MAX_DEAD_VALUE = 512 * 1024
 
 Verdict = Literal["delivered", "retry", "refused"]
 
@@ -257,7 +254,6 @@ def dead_letter(  # noqa: PLR0913 - the letter's facts, by keyword
     at: datetime,
 ) -> WebhookDeadLetter:
     last = outcome.last if outcome is not None else None
-    value = source.value
     return WebhookDeadLetter(
         dlq_id=event_id(
             WEBHOOK_DEAD_LETTER, endpoint, source.topic, source.partition, source.offset
@@ -273,16 +269,9 @@ def dead_letter(  # noqa: PLR0913 - the letter's facts, by keyword
         partition=source.partition,
         offset=source.offset,
         timestamp_ms=source.timestamp_ms,
-        key_base64=_b64(source.key),
-        value_base64=_b64(None if value is None else value[:MAX_DEAD_VALUE]),
-        value_bytes=None if value is None else len(value),
-        value_truncated=value is not None and len(value) > MAX_DEAD_VALUE,
+        **kept_bytes(source.key, source.value),
         dead_at=at,
     )
-
-
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode()
 
 
 class KeyedTasks:

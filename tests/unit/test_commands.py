@@ -36,7 +36,7 @@ from service.commands.models import (
     VoiceAppraisal,
     parse_command,
 )
-from service.commands.worker import Offsets
+from service.kafka.offsets import Offsets
 
 INSTANCES = frozenset({"ccc-1"})
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)

@@ -19,11 +19,11 @@ from pydantic import ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
 from tenacity import AsyncRetrying, RetryCallState
 
+from service.kafka.dead_letters import MAX_DEAD_VALUE
 from service.schemas import MESSAGES, json_schema
 from service.settings import Settings, WebhookEndpoint, WebhookSettings, load_settings
 from service.validation import field_errors
 from service.webhooks.core import (
-    MAX_DEAD_VALUE,
     WEBHOOK_DEAD_LETTER,
     Answer,
     Backoff,
