@@ -7,10 +7,12 @@ import re
 import signal
 import socket
 from collections.abc import Iterator
+from typing import get_args
 
 import pytest
 
 from service.broker import BrokerError, EmbeddedBroker
+from service.kafka.producer import OutRecord, Producer
 from service.settings import KafkaSettings
 from tests.integration.kafka_io import (
     alive,
@@ -23,6 +25,8 @@ from tests.integration.kafka_io import (
     stop_cli,
 )
 
+# Every value `kafka.compression_type` accepts: null, then the Literal's codecs.
+CODECS = [None, *get_args(get_args(KafkaSettings.model_fields["compression_type"].annotation)[0])]
 READY = re.compile(r"ccc-broker ready bootstrap=127\.0\.0\.1:(\d+) \(Tansu, in memory\)")
 
 
@@ -39,6 +43,22 @@ async def round_trip(bootstrap_servers: str, topic: str) -> None:
     kafka = KafkaSettings(bootstrap_servers=bootstrap_servers)
     await produce(kafka, topic, [("k", b"hello"), ("k", b"world")])
     assert await read_values(kafka, topic, 2) == [b"hello", b"world"]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+async def test_every_compression_the_settings_accept_is_produced_and_read_back(
+    kafka_settings: KafkaSettings, codec: str | None
+) -> None:
+    """Each codec's library is a dependency: a setting that validates must also run."""
+    compressed = kafka_settings.model_copy(update={"compression_type": codec})
+    topic, value = f"codec.{codec}", b'{"text": "' + b"compressible " * 50 + b'"}'
+    producer = Producer(compressed)
+    await producer.start()
+    try:
+        await producer.send_all([OutRecord(topic, b"k", value)])
+    finally:
+        await producer.stop()
+    assert await read_values(kafka_settings, topic, 1) == [value]
 
 
 async def test_broker_command_serves_then_stops_on_sigint_leaving_no_process() -> None:
