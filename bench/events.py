@@ -45,6 +45,7 @@ from bench.report import verdict
 from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.ccc.client import CccClient
+from service.console import tune_gc
 from service.emulator.config import (
     client_settings,
 )
@@ -396,6 +397,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="poll interval of (3), s")
     args = parser.parse_args()
     configure_logging("warning", "console")  # the service's info lines would bury the figures
+    tune_gc()  # as `ccc-bridge run` does; the baselines, in this process too, have it as well
     with ExitStack() as stack:
         urls = []
         # Two emulators: the busy one for (1) and (2); at speed 1 for (3), where simulated

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from service import app, broker, demo, schemas
 from service.commands import send
+from service.console import tune_gc
 from service.emulator import cli as emulator_cli
 from service.events import tail
 from service.kafka import admin
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level or args.default_log_level, args.log_format)
+    tune_gc()
     try:
         code: int = asyncio.run(args.func(args))
     except KeyboardInterrupt:
