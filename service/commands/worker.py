@@ -123,7 +123,8 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
         self._slots = asyncio.Semaphore(settings.commands.max_in_flight)
         self._calls = asyncio.Semaphore(settings.commands.concurrency)
         self._starting = asyncio.Semaphore(settings.commands.concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Each message's task, with its command's key (None for an invalid one).
+        self._tasks: dict[asyncio.Task[None], tuple[int, str] | None] = {}
         self._last: dict[tuple[int, str], asyncio.Task[None]] = {}  # per command id: its latest
         self._commit_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -178,20 +179,20 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
     def _dispatch(self, tp: TopicPartition, record: Any) -> None:
         self._offsets.begin(tp, record.offset)
         parsed = self._parse(self._kinds[tp.topic], record)
-        previous = None
+        key = previous = None
         if not isinstance(parsed, InvalidCommandError):
             # Messages of one command id run one after another, in offset order.
             key = (tp.partition, parsed.command_id)
             previous = self._last.get(key)
         task = asyncio.create_task(self._handle(tp, record, parsed, previous))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if not isinstance(parsed, InvalidCommandError):
+        self._tasks[task] = key
+        if key is not None:
             self._last[key] = task
-            task.add_done_callback(partial(self._forget_last, key))
+        task.add_done_callback(self._finished)  # one callback: each is a turn of the loop
 
-    def _forget_last(self, key: tuple[int, str], task: asyncio.Task[None]) -> None:
-        if self._last.get(key) is task:
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        key = self._tasks.pop(task)
+        if key is not None and self._last.get(key) is task:
             del self._last[key]
 
     def _parse(self, kind: CommandKind, record: Any) -> Command | InvalidCommandError:
@@ -244,7 +245,7 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
 
     async def _drain(self) -> None:
         while self._tasks:
-            await asyncio.wait(set(self._tasks))
+            await asyncio.wait(list(self._tasks))
 
     # -- answering one message -------------------------------------------------------
 
@@ -355,7 +356,7 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
             instance_id=command.instance_id,
             command_id=command.command_id or "",  # a rejected one without is not answered
             kind=self._kinds[source.topic],
-            **outcome.model_dump(),
+            **dict(outcome),  # its fields as they are: dumped, they would be validated again
             received_at=received_at,
             latency_ms=round((outcome.completed_at - received_at).total_seconds() * 1000, 3),
             metadata=metadata or {},
