@@ -131,7 +131,8 @@ class KafkaSettings(Section):
     ssl_keyfile: Path | None = None
     # Producer: acks=all always; idempotence needs a broker that supports it (Tansu does not).
     enable_idempotence: bool = False
-    compression_type: Literal["gzip", "lz4", "snappy", "zstd"] | None = "gzip"
+    # lz4: aiokafka's gzip runs at level 9, the costliest step of producing (bench/commands.py).
+    compression_type: Literal["gzip", "lz4", "snappy", "zstd"] | None = "lz4"
     linger_ms: int = Field(2, ge=0)
     request_timeout_ms: int = Field(15_000, ge=1000)
 
