@@ -55,14 +55,20 @@ class RetrySettings(Section):
 
 # Calls that ring a phone or send an SMS go slower than reads. config/default.yaml says the
 # same (a test holds them equal), so an installed wheel, which has no config/, acts alike.
-SIDE_EFFECT_RATES = {"DialEx": 10.0, "StartBack2BackCall": 10.0, "SendPredefinedShortMessage": 20.0}
+SIDE_EFFECT_RATES: dict[str, float | None] = {
+    "DialEx": 10.0,
+    "StartBack2BackCall": 10.0,
+    "SendPredefinedShortMessage": 20.0,
+}
 
 
 class RateLimitSettings(Section):
     """Client-side calls per second, so a burst never earns a throttle storm."""
 
     default_per_s: float | None = Field(50.0, gt=0)
-    per_action: dict[str, float] = Field(default_factory=lambda: dict(SIDE_EFFECT_RATES))
+    # Merged into the defaults like every other layer, so a limit is lifted with null, not
+    # by leaving the action out.
+    per_action: dict[str, float | None] = Field(default_factory=lambda: dict(SIDE_EFFECT_RATES))
 
     @classmethod
     def off(cls) -> RateLimitSettings:
@@ -75,7 +81,7 @@ class RateLimitSettings(Section):
         for action, rate in self.per_action.items():
             if action not in catalog:
                 raise ValueError(f"per_action: {action!r} is not a CCC 2017-07-05 action")
-            if rate <= 0:
+            if rate is not None and rate <= 0:
                 raise ValueError(f"per_action.{action}: must be a positive calls-per-second rate")
         return self
 

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from service import settings as settings_module
+from service.ccc.client import CccClient
 from service.ccc.signing import AccessKey, BearerToken
 from service.settings import DEFAULT_CONFIG, CccSettings, ConfigError, Settings, load_settings
 
@@ -43,6 +44,20 @@ def test_default_yaml_says_what_the_built_in_defaults_are(monkeypatch: pytest.Mo
     monkeypatch.setattr(settings_module, "DEFAULT_CONFIG", DEFAULT_CONFIG.with_name("absent"))
     assert load_settings() == with_yaml
     assert with_yaml.ccc.rate_limits.per_action["DialEx"] == 10.0
+
+
+def test_a_per_action_limit_is_lifted_with_null_and_the_others_stay(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Layers merge, so leaving DialEx out would keep its default: null is how to lift it."""
+    _env(monkeypatch, CREDENTIALS)
+    config = tmp_path / "c.yaml"
+    config.write_text("ccc:\n  rate_limits:\n    per_action: {DialEx: null}\n", encoding="utf-8")
+    limits = load_settings(config).ccc.rate_limits
+    client = CccClient(CccSettings(access_key_id="a", access_key_secret="s", rate_limits=limits))
+    assert client._limiter("DialEx") is None
+    assert limits.per_action["SendPredefinedShortMessage"] == 20.0
+    assert client._limiter("SendPredefinedShortMessage") is not None
 
 
 def test_env_beats_config_file_beats_defaults(
