@@ -1,19 +1,23 @@
 """Plain aiokafka and process helpers for the integration tests: produce events as the
-publisher does, read a topic back, run `python -m service ...`, wait on conditions."""
+publisher does, read a topic back, run `python -m service ...` (`ccc-bridge run` as an
+operator starts it among them), wait on conditions."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from service.emulator.config import DEFAULT_ACCESS_KEY_SECRET
 from service.events.models import CONTENT_TYPE, CloudEvent, EventData
 from service.kafka.connection import client_options
-from service.settings import KafkaSettings
+from service.settings import KafkaSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 20.0
@@ -113,3 +117,41 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def start_worker(settings: Settings, config: Path, log: Path) -> asyncio.subprocess.Process:
+    """`ccc-bridge run` as an operator starts it: a config file, the secret in the env, its
+    JSON log lines (info: partition assignments, commands executed) in `log`."""
+    document = settings.model_dump(mode="json", exclude={"ccc": {"access_key_secret"}})
+    await asyncio.to_thread(config.write_text, yaml.safe_dump(document), encoding="utf-8")
+    env = cli_env({"CCC_BRIDGE_CCC__ACCESS_KEY_SECRET": DEFAULT_ACCESS_KEY_SECRET})
+    with log.open("wb") as stderr:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service",
+            "--log-level",
+            "info",
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            str(config),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+async def stop_worker(process: asyncio.subprocess.Process) -> int:
+    """SIGTERM, as Kubernetes stops it (SIGKILL if it is still there 30 s later); its exit code."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
+from prometheus_client import REGISTRY
 
-from service.emulator.config import DEFAULT_ACCESS_KEY_SECRET, EmulatorConfig
+from service.emulator.config import EmulatorConfig
 from service.emulator.server import EmulatorServer
 from service.kafka.admin import ensure_topics
 from service.settings import (
@@ -32,7 +30,7 @@ from service.settings import (
     Settings,
     TopicSettings,
 )
-from tests.inspection import eventually
+from tests.inspection import eventually, fault
 from tests.integration.commands import (
     Answers,
     Effects,
@@ -48,7 +46,7 @@ from tests.integration.commands import (
     seed_calls,
     send,
 )
-from tests.integration.kafka_io import ROOT
+from tests.integration.kafka_io import start_worker, stop_worker
 from tests.integration.pipeline import INSTANCE, commands_only, in_process
 
 # A quiet contact centre: no inbound calls, only the commands' calls, SMS and surveys.
@@ -121,34 +119,6 @@ def seeded_callees(seen: Effects) -> set[str]:
 # -- two worker processes, one killed -----------------------------------------------------
 
 
-async def start_worker(settings: Settings, config: Path, log: Path) -> asyncio.subprocess.Process:
-    """`ccc-bridge run` as an operator starts it: a config file, the secret in the env, its
-    JSON log lines (info: partition assignments, commands executed) in `log`."""
-    document = settings.model_dump(mode="json", exclude={"ccc": {"access_key_secret"}})
-    await asyncio.to_thread(config.write_text, yaml.safe_dump(document), encoding="utf-8")
-    env = os.environ | {
-        "CCC_BRIDGE_CCC__ACCESS_KEY_SECRET": DEFAULT_ACCESS_KEY_SECRET,
-        "PYTHONUNBUFFERED": "1",
-    }
-    with log.open("wb") as stderr:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "service",
-            "--log-level",
-            "info",
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            str(config),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-        )
-
-
 def log_events(log: Path, event: str) -> list[dict[str, Any]]:
     found = []
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -172,18 +142,6 @@ def unanswered(found: Answers, sent: dict[Where, Message]) -> dict[str, list[int
         if not found.answered({(topic, partition, offset): message}):
             missing.setdefault(f"{topic}:{partition}", []).append(offset)
     return missing
-
-
-async def stop_worker(process: asyncio.subprocess.Process) -> int:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout=30)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode
 
 
 async def test_two_workers_one_killed_mid_run_and_restarted_still_run_each_command_once(
@@ -366,3 +324,51 @@ async def test_every_message_read_again_is_answered_with_the_same_ids_and_no_ccc
             assert results[1] == results[0] == first_answers[where][0], context
         elif message.role == "copy":
             assert results[1]["data"]["original"] == results[0]["data"]["original"], context
+
+
+async def test_the_lag_gauge_counts_commands_backed_up_behind_a_slow_ccc_then_drains(
+    kafka_settings: KafkaSettings, topic_settings: TopicSettings
+) -> None:
+    """One call at a time, each held 300 ms by CCC: twelve dial commands back up, the gauge
+    of their topic shows it, and it returns to 0 once every one is answered."""
+    async with EmulatorServer(EMULATOR) as emulator:
+        settings = command_service(emulator, kafka_settings, topic_settings, concurrency=1)
+        await prepared(emulator, settings, 0)
+        await fault(emulator, action="DialEx", latency_ms=300)
+        dial = settings.topics.name("commands_dial")
+        messages = [dial_message(f"lag-{uuid.uuid4().hex[:8]}-{n}", n) for n in range(12)]
+
+        def lag() -> float:
+            value = REGISTRY.get_sample_value("ccc_bridge_command_consumer_lag", {"topic": dial})
+            return -1.0 if value is None else value
+
+        async with in_process(settings) as (_, service), answers(settings) as found:
+            sent = await send(settings, messages)
+
+            async def backed_up() -> bool:
+                assert not service.done(), service
+                return lag() >= 6
+
+            await eventually(backed_up, deadline_s=30)
+            await answered(found, sent, service)
+
+            async def drained() -> bool:
+                return lag() == 0
+
+            await eventually(drained, deadline_s=10)
+    assert {r["status"] for r in found.all_results()} == {"succeeded"}
+
+
+def dial_message(command_id: str, serial: int) -> Message:
+    callee = f"13770{serial:06d}"
+    body = {
+        "command_id": command_id,
+        "instance_id": INSTANCE,
+        "mode": "dial_ex",
+        "caller": "02180000000",
+        "callee": callee,
+        "answer_mode": "ivr",
+        "route_point": "ivr-welcome",
+    }
+    value = json.dumps(body).encode()
+    return Message("dial", command_id.encode(), value, "first", command_id, callee, "DialEx")

@@ -31,8 +31,8 @@ from service.kafka.reading import read_to_end
 from service.settings import CommandSettings, HttpSettings, Settings
 from tests.inspection import eventually, inspect
 from tests.integration.events import conflicting_ids, ms
+from tests.integration.kafka_io import start_worker, stop_worker
 from tests.integration.pipeline import complete, free_port, service_settings
-from tests.integration.test_commands import start_worker, stop_worker
 
 INSTANCES = tuple(f"ccc-r{n}" for n in range(6))
 # Six small, busy contact centres: at 20x, agents change state every few real seconds.
