@@ -456,7 +456,7 @@ def report(args: argparse.Namespace, figures: Figures) -> None:
 
 def levels(text: str) -> list[int]:
     values = [int(part) for part in text.split(",")]
-    if not values or min(values) < 1:
+    if min(values) < 1:
         raise argparse.ArgumentTypeError("positive integers, comma-separated")
     return values
 
