@@ -89,6 +89,19 @@ def _wrapped(kind: CommandKind, body: dict[str, Any], as_event: bool) -> bytes:
     return json.dumps(document).encode()
 
 
+def dial_ex(command_id: str, callee: str) -> dict[str, Any]:
+    """A valid DialEx command: an IVR call from the instance's number to `callee`."""
+    return {
+        "command_id": command_id,
+        "instance_id": INSTANCE,
+        "mode": "dial_ex",
+        "caller": "02180000000",
+        "callee": callee,
+        "answer_mode": "ivr",
+        "route_point": "ivr-welcome",
+    }
+
+
 def _valid(
     shape: int, command_id: str, number: Numbers, acids: list[str]
 ) -> tuple[CommandKind, dict[str, Any], str, str]:
@@ -100,15 +113,7 @@ def _valid(
     }
     if shape == 0:
         callee = number()
-        body = {
-            **base,
-            "mode": "dial_ex",
-            "caller": "02180000000",
-            "callee": callee,
-            "answer_mode": "ivr",
-            "route_point": "ivr-welcome",
-        }
-        return "dial", body, "DialEx", callee
+        return "dial", {**base, **dial_ex(command_id, callee)}, "DialEx", callee
     if shape == 1:
         callee = number()
         body = {**base, "mode": "back_to_back", "caller": number(), "callee": callee}

@@ -40,6 +40,7 @@ from tests.integration.commands import (
     check_answers,
     check_effects,
     command_faults,
+    dial_ex,
     effects,
     expected_statuses,
     mixed_commands,
@@ -361,14 +362,5 @@ async def test_the_lag_gauge_counts_commands_backed_up_behind_a_slow_ccc_then_dr
 
 def dial_message(command_id: str, serial: int) -> Message:
     callee = f"13770{serial:06d}"
-    body = {
-        "command_id": command_id,
-        "instance_id": INSTANCE,
-        "mode": "dial_ex",
-        "caller": "02180000000",
-        "callee": callee,
-        "answer_mode": "ivr",
-        "route_point": "ivr-welcome",
-    }
-    value = json.dumps(body).encode()
+    value = json.dumps(dial_ex(command_id, callee)).encode()
     return Message("dial", command_id.encode(), value, "first", command_id, callee, "DialEx")

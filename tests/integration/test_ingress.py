@@ -15,8 +15,8 @@ from service.emulator.server import EmulatorServer
 from service.kafka.admin import ensure_topics
 from service.settings import CommandSettings, HttpSettings, PollerSettings, Settings
 from tests.inspection import eventually, inspect
+from tests.integration.commands import dial_ex
 from tests.integration.pipeline import (
-    INSTANCE,
     commands_only,
     free_port,
     in_process,
@@ -64,16 +64,7 @@ async def ready(settings: Settings) -> bool:
 
 
 def dial(command_id: str, callee: str) -> dict[str, Any]:
-    return {
-        "command_id": command_id,
-        "instance_id": INSTANCE,
-        "mode": "dial_ex",
-        "caller": "02180000000",
-        "callee": callee,
-        "answer_mode": "ivr",
-        "route_point": "ivr-welcome",
-        "metadata": {"crm": "ticket-7"},
-    }
+    return dial_ex(command_id, callee) | {"metadata": {"crm": "ticket-7"}}
 
 
 async def test_a_command_posted_runs_once_and_its_status_tells_the_outcome(
