@@ -8,8 +8,6 @@ from pathlib import Path
 
 from service.console import GC_YOUNG_THRESHOLD
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_the_cli_freezes_what_it_imported_and_collects_young_objects_less_often(
     tmp_path: Path,
@@ -22,7 +20,6 @@ def test_the_cli_freezes_what_it_imported_and_collects_young_objects_less_often(
     )
     done = subprocess.run(  # noqa: S603 - this interpreter on a script of ours
         [sys.executable, "-c", script, str(tmp_path)],
-        cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
