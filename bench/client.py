@@ -28,13 +28,13 @@ from pydantic import SecretStr
 from bench.emulator_process import start_emulator, stop_process
 from service.ccc.catalog import API_VERSION
 from service.ccc.client import CccClient
+from service.ccc.settings import RateLimitSettings
 from service.ccc.signing import AccessKey, authorize, form_encode
 from service.emulator.config import (
     DEFAULT_ACCESS_KEY_ID,
     DEFAULT_ACCESS_KEY_SECRET,
     client_settings,
 )
-from service.settings import RateLimitSettings
 
 INSTANCE = "ccc-bench"
 Call = Callable[[], Awaitable[object]]

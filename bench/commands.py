@@ -47,23 +47,18 @@ from bench.report import verdict
 from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.ccc.client import CccClient
+from service.ccc.settings import RateLimitSettings
 from service.commands.execute import ccc_request
 from service.commands.models import CommandKind, validate_command
 from service.console import tune_gc
 from service.emulator.config import client_settings
-from service.kafka.admin import COMMAND_TOPICS, describe_topics, ensure_topics
+from service.kafka.admin import describe_topics, ensure_topics
 from service.kafka.connection import client_options
 from service.kafka.producer import OutRecord, Producer
+from service.kafka.settings import KafkaSettings, TopicSettings
+from service.kafka.topics import COMMAND_TOPICS
 from service.logs import configure_logging
-from service.settings import (
-    CommandSettings,
-    HttpSettings,
-    KafkaSettings,
-    PollerSettings,
-    RateLimitSettings,
-    Settings,
-    TopicSettings,
-)
+from service.settings import CommandSettings, HttpSettings, PollerSettings, Settings
 
 INSTANCE = "ccc-bench"
 CALLER = "02106000001"  # the emulator's first number of the first instance

@@ -45,26 +45,22 @@ from bench.report import verdict
 from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.ccc.client import CccClient
+from service.ccc.settings import CccSettings, RateLimitSettings
+from service.cloudevents import Emitted
 from service.console import tune_gc
 from service.emulator.config import (
     client_settings,
 )
-from service.events.core import Emitted, logouts, state_changes
+from service.events.core import logouts, state_changes
 from service.events.models import AgentStateChanged
 from service.events.pollers import AgentStatePoller, Directory, InstancePorts
+from service.events.publisher import CheckpointStore, EventPublisher
 from service.kafka.admin import describe_topics, ensure_topics
 from service.kafka.connection import client_options
-from service.kafka.producer import HEADERS, CheckpointStore, EventPublisher, Producer
+from service.kafka.producer import HEADERS, Producer
+from service.kafka.settings import KafkaSettings, TopicSettings
 from service.logs import configure_logging
-from service.settings import (
-    CccSettings,
-    HttpSettings,
-    KafkaSettings,
-    PollerSettings,
-    RateLimitSettings,
-    Settings,
-    TopicSettings,
-)
+from service.settings import HttpSettings, PollerSettings, Settings
 
 INSTANCE = "ccc-bench"
 LIST = ("ListAgentStates", {"InstanceId": INSTANCE})

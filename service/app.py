@@ -33,10 +33,13 @@ from service.console import (
     startup_failed,
     stop_on_signals,
 )
+from service.errors import ConfigError
 from service.events.assignment import Pollers
-from service.kafka.admin import COMMAND_TOPICS, describe_topics, ensure_topics
-from service.kafka.producer import CheckpointStore, EventPublisher, Producer
-from service.settings import ConfigError, Settings
+from service.events.publisher import CheckpointStore, EventPublisher
+from service.kafka.admin import describe_topics, ensure_topics
+from service.kafka.producer import Producer
+from service.kafka.topics import COMMAND_TOPICS
+from service.settings import Settings
 from service.web import Probes, Readiness, serving
 from service.webhooks.dispatcher import run_webhooks
 
@@ -122,7 +125,9 @@ async def run_service(
                     worker = CommandWorker(settings, producer, ccc, publisher)
                     readiness.checks["commands"] = worker.assignment_problem
                     group.create_task(worker.run(stop))
-                group.create_task(run_webhooks(settings, producer, stop))
+                group.create_task(
+                    run_webhooks(settings.webhooks, settings.kafka, settings.topics, producer, stop)
+                )
                 pollers = Pollers(settings, ccc, publisher, checkpoints)
                 readiness.checks["pollers"] = pollers.assignment_problem
                 group.create_task(pollers.run(stop))

@@ -7,12 +7,9 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from service import app, broker, demo, schemas
-from service.commands import send
+from service import app, broker, demo, schemas, send, tail, topics
 from service.console import tune_gc
 from service.emulator import cli as emulator_cli
-from service.events import tail
-from service.kafka import admin
 from service.logs import configure_logging
 
 
@@ -38,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator_cli.add_parser(subcommands)
     demo.add_parser(subcommands)
     broker.add_parser(subcommands)
-    admin.add_parser(subcommands)
+    topics.add_parser(subcommands)
     send.add_parser(subcommands)
     tail.add_parser(subcommands)
     schemas.add_parser(subcommands)

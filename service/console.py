@@ -17,8 +17,10 @@ import yaml
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 
+from service.errors import ConfigError
 from service.kafka.connection import client_options, connection_problem
-from service.settings import ConfigError, KafkaSettings, Settings, load_settings
+from service.kafka.settings import KafkaSettings
+from service.settings import Settings, load_settings
 from service.validation import field_errors
 
 EXIT_STARTUP_FAILED = 2

@@ -32,11 +32,12 @@ from service.emulator.config import (
 )
 from service.emulator.server import EmulatorServer
 from service.events.models import AgentStateChanged, CallRecordData, SkillGroupState
-from service.events.pollers import until_acked
-from service.events.tail import follow
-from service.kafka.admin import COMMAND_TOPICS, SHOWN_TOPICS
+from service.kafka.acked import until_acked
 from service.kafka.producer import OutRecord, Producer
-from service.settings import HttpSettings, KafkaSettings, PollerSettings, Settings
+from service.kafka.settings import KafkaSettings
+from service.kafka.topics import COMMAND_TOPICS, SHOWN_TOPICS
+from service.settings import HttpSettings, PollerSettings, Settings
+from service.tail import follow
 
 INSTANCE = "ccc-demo"
 # What a person watching wants: who is doing what, and how calls went. The state log and

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
 
+from service.cloudevents import CONTENT_TYPE, CloudEvent, EventData, dataschema
+from service.commands.dead_letters import DEAD_LETTER, DeadLetter
 from service.commands.models import (
     COMMAND_MODELS,
     COMMAND_TYPE,
@@ -24,10 +26,9 @@ from service.commands.models import (
     Dial,
     Sms,
 )
-from service.commands.worker import DEAD_LETTER, DeadLetter
 from service.console import StartupError, add_config_argument, say, settings_from, startup_failed
-from service.events.models import CONTENT_TYPE, EVENT_TYPES, CloudEvent, EventData, dataschema
-from service.kafka.admin import COMMAND_TOPICS
+from service.events.models import EVENT_TYPES
+from service.kafka.topics import COMMAND_TOPICS
 from service.openapi import openapi_document
 from service.settings import Settings
 from service.version import service_version

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from service.cloudevents import CloudEvent, EventData, envelope, event_id
 from service.commands.models import CommandResult, CommandSource
 from service.events.models import (
     AgentStateChanged,
@@ -12,12 +13,8 @@ from service.events.models import (
     CallAgent,
     CallEventData,
     CallRecordData,
-    CloudEvent,
-    EventData,
     SkillGroupRef,
     SkillGroupState,
-    envelope,
-    event_id,
 )
 
 INSTANCE = "ccc-demo"

@@ -45,9 +45,9 @@ from service.ccc.errors import (
     CccTransportError,
     error_from_response,
 )
+from service.ccc.settings import CccSettings, RetrySettings
 from service.ccc.signing import authorize, form_encode
 from service.metrics import CCC_CALL_SECONDS, CCC_CALLS
-from service.settings import CccSettings, RetrySettings
 
 log = structlog.get_logger(__name__)
 

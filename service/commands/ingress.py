@@ -21,6 +21,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from pydantic import Field
 
+from service.cloudevents import Outbound
 from service.commands.ledger import Entry
 from service.commands.models import (
     KINDS,
@@ -30,11 +31,10 @@ from service.commands.models import (
     InvalidCommandError,
     parse_command,
 )
-from service.events.models import Outbound
-from service.kafka.admin import COMMAND_TOPICS
 from service.kafka.connection import client_options
 from service.kafka.producer import OutRecord, PublishError
 from service.kafka.reading import partitions_of
+from service.kafka.topics import COMMAND_TOPICS
 from service.metrics import HTTP_COMMANDS
 from service.settings import Settings
 

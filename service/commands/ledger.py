@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from service.commands.models import CommandResult, CommandSource
 from service.kafka.producer import OutRecord, Producer
 from service.kafka.reading import read_to_end
-from service.settings import KafkaSettings
+from service.kafka.settings import KafkaSettings
 
 
 class Entry(BaseModel):

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticSerializationError, to_json
 
-from service.events.models import EventData, Outbound, UtcTime
+from service.cloudevents import EventData, Outbound, UtcTime
 
 CommandKind = Literal["dial", "sms", "appraise"]
 KINDS: tuple[CommandKind, ...] = ("dial", "sms", "appraise")

@@ -29,6 +29,8 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from service.ccc.errors import CccError
+from service.cloudevents import Emitted, Publisher, event_id
+from service.commands.dead_letters import DEAD_LETTER, DeadLetter
 from service.commands.execute import ccc_request, from_error, succeeded
 from service.commands.ledger import Entry, Ledger
 from service.commands.models import (
@@ -43,14 +45,12 @@ from service.commands.models import (
     Outcome,
     parse_command,
 )
-from service.events.core import Emitted
-from service.events.models import Outbound, event_id
-from service.events.pollers import until_acked
-from service.kafka.admin import COMMAND_TOPICS
+from service.kafka.acked import until_acked
 from service.kafka.connection import client_options
 from service.kafka.dead_letters import b64, kept_bytes
 from service.kafka.offsets import Offsets
-from service.kafka.producer import EventPublisher, OutRecord, Producer
+from service.kafka.producer import OutRecord, Producer
+from service.kafka.topics import COMMAND_TOPICS
 from service.metrics import COMMAND_LAG, COMMANDS, LEDGER_ENTRIES
 from service.settings import Settings
 
@@ -67,31 +67,6 @@ class Ccc(Protocol):
     ) -> Any: ...
 
 
-DEAD_LETTER = "com.aliyun.ccc.command.dlq"
-# Kafka's default message size is 1 MB and base64 adds a third: a bigger value is cut here
-# (the original stays on its topic, at the partition and offset the record names).
-
-
-class DeadLetter(Outbound):
-    """A command message that could not be parsed or validated, with the reason, its key,
-    headers and value (the first MAX_DEAD_VALUE bytes of a bigger one)."""
-
-    dlq_id: str  # the same for the same message, however often it is rejected
-    reason: str
-    errors: list[FieldError]
-    command_id: str | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key_base64: str | None
-    value_base64: str | None
-    value_bytes: int | None  # the original value's size
-    value_truncated: bool = False  # True: only its first MAX_DEAD_VALUE bytes are kept
-    headers: list[tuple[str, str]]  # (name, value in base64)
-    rejected_at: datetime
-
-
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -102,7 +77,7 @@ class CommandWorker(ConsumerRebalanceListener):  # type: ignore[misc] # untyped 
         settings: Settings,
         producer: Producer,
         ccc: Ccc,
-        publisher: EventPublisher,
+        publisher: Publisher,
     ) -> None:
         topics = settings.topics
         self._settings = settings

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from service.settings import CccSettings
+from service.ccc.settings import CccSettings
 
 DEFAULT_ACCESS_KEY_ID = "emulator-access-key"
 # A published development credential: the emulator is for laptops and tests, never production.

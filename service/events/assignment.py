@@ -33,17 +33,17 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
+from service.cloudevents import Publisher
 from service.events.pollers import (
     Ccc,
     Checkpoints,
     Directory,
     InstancePorts,
-    Publisher,
     Stream,
     poll_loop,
-    retried,
     streams,
 )
+from service.kafka.acked import retried
 from service.kafka.connection import client_options
 from service.metrics import INSTANCE_POLLED
 from service.settings import Settings

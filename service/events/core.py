@@ -1,8 +1,9 @@
 """Pure logic of the event pipeline: CCC rows in, (event id, event data) out, and the cursor
 arithmetic that lets a poller resume with no gap. No I/O here; the pollers do that.
 
-CCC rows arrive as the client's response models (see service/ccc/catalog.py); only their
-attributes are read, so tests can pass any object with the same attributes.
+CCC rows arrive as the client's response models (see service/ccc/catalog.py), typed by the
+Protocols of service/events/rows.py; only their attributes are read, so tests can pass any
+object with the same attributes.
 """
 
 from __future__ import annotations
@@ -11,34 +12,30 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.cloudevents import Emitted, event_id, from_ms
 from service.events.models import (
     AgentStateChanged,
     AgentStateLogged,
     CallAgent,
     CallEventData,
     CallRecordData,
-    EventData,
     Recording,
     SkillGroupRef,
     SkillGroupState,
-    event_id,
-    from_ms,
+)
+from service.events.rows import (
+    AgentStateLogEntry,
+    AgentStateRow,
+    CallDetailRecordRow,
+    CallEventRow,
+    SkillGroupStateRow,
+    required,
 )
 
 OFFLINE = "Offline"  # ListAgentStates leaves logged-out agents out; events name the state
-
-
-@dataclass(frozen=True, slots=True)
-class Emitted:
-    """An event ready to publish: its id, its time and its data."""
-
-    id: str
-    time: datetime
-    data: EventData
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +51,12 @@ def _split(text: str | None) -> list[str]:
     return [part for part in (text or "").split(",") if part]
 
 
-def _int(value: Any) -> int | None:
+def _int(value: str | int | None) -> int | None:
+    if value is None:
+        return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
 
 
@@ -67,7 +66,7 @@ def _int(value: Any) -> int | None:
 def state_changes(
     instance_id: str,
     known: Mapping[str, KnownState] | None,
-    rows: Iterable[Any],
+    rows: Iterable[AgentStateRow],
     now_ms: int,
     skill_groups: Mapping[str, list[str]],
 ) -> tuple[list[Emitted], dict[str, KnownState]]:
@@ -80,20 +79,21 @@ def state_changes(
     current: dict[str, KnownState] = {}
     events: list[Emitted] = []
     for row in rows:
-        before = None if known is None else known.get(row.agent_id, LOGGED_OUT)
-        if before is not None and before.state == row.state:
-            current[row.agent_id] = before  # keep the first estimate of when it began
+        agent_id, state = required(row.agent_id, "AgentId"), required(row.state, "State")
+        before = None if known is None else known.get(agent_id, LOGGED_OUT)
+        if before is not None and before.state == state:
+            current[agent_id] = before  # keep the first estimate of when it began
             continue
         duration_s = _int(row.state_duration) or 0
-        now_state = current[row.agent_id] = KnownState(row.state, now_ms - duration_s * 1000)
+        now_state = current[agent_id] = KnownState(state, now_ms - duration_s * 1000)
         events.append(
             _state_event(
                 instance_id,
-                row.agent_id,
+                agent_id,
                 (before, now_state),
                 now_ms,
                 names=(row.login_name, row.agent_name),
-                skill_groups=skill_groups.get(row.agent_id, []),
+                skill_groups=skill_groups.get(agent_id, []),
             )
         )
     return events, current
@@ -161,7 +161,9 @@ def _state_event(  # noqa: PLR0913 - one agent's change, spelled out
 # -- agent state logs ---------------------------------------------------------------------
 
 
-def state_log_events(instance_id: str, agent_id: str, entries: Sequence[Any]) -> list[Emitted]:
+def state_log_events(
+    instance_id: str, agent_id: str, entries: Sequence[AgentStateLogEntry]
+) -> list[Emitted]:
     """One event per ListAgentStateLogs entry; equal entries are told apart by their order."""
     seen: Counter[tuple[int, str, str]] = Counter()
     events = []
@@ -207,26 +209,23 @@ class CallsCursor(BaseModel):
     def query_start(self, lookback_ms: int) -> int:
         return self.watermark_ms - lookback_ms
 
-    def advance(self, records: Iterable[Any], query_end_ms: int, lookback_ms: int) -> CallsCursor:
+    def advance(
+        self, records: Iterable[CallDetailRecordRow], query_end_ms: int, lookback_ms: int
+    ) -> CallsCursor:
         """After every record of the query was published: forget what fell out of reach."""
         horizon = query_end_ms - lookback_ms
         seen = dict(self.seen)
-        seen.update({r.contact_id: _int(r.start_time) or 0 for r in records})
+        seen.update({required(r.contact_id, "ContactId"): _int(r.start_time) or 0 for r in records})
         return CallsCursor(
             watermark_ms=query_end_ms,
             seen={contact: at for contact, at in seen.items() if at >= horizon},
         )
 
-    def unseen(self, records: Iterable[Any]) -> list[Any]:
+    def unseen(self, records: Iterable[CallDetailRecordRow]) -> list[CallDetailRecordRow]:
         return [r for r in records if r.contact_id not in self.seen]
 
 
-def _join(record: Any, attribute: str, inner: str) -> list[Any]:
-    wrapper = getattr(record, attribute, None)
-    return list(getattr(wrapper, inner, None) or []) if wrapper is not None else []
-
-
-def call_record_event(instance_id: str, record: Any) -> Emitted:
+def call_record_event(instance_id: str, record: CallDetailRecordRow) -> Emitted:
     ids = _split(record.skill_group_id_list)
     names = _split(record.skill_group_names)
     data = CallRecordData(
@@ -240,7 +239,7 @@ def call_record_event(instance_id: str, record: Any) -> Emitted:
         duration_s=_int(record.duration),
         agents=[
             CallAgent(agent_id=a.agent_id, satisfaction=a.satisfaction, feedback=a.feedback)
-            for a in _join(record, "agents", "call_detail_agent")
+            for a in (record.agents.call_detail_agent if record.agents is not None else [])
         ],
         agent_names=_split(record.agent_names),
         skill_groups=[
@@ -254,18 +253,18 @@ def call_record_event(instance_id: str, record: Any) -> Emitted:
                 file_name=r.file_name,
                 agent_id=r.agent_id,
                 agent_name=r.agent_name,
-                start_time=None if _int(r.start_time) is None else from_ms(int(r.start_time)),
+                start_time=None if (at := _int(r.start_time)) is None else from_ms(at),
                 duration_s=_int(r.duration),
                 file_description=r.file_description,
             )
-            for r in _join(record, "recordings", "recording")
+            for r in (record.recordings.recording if record.recordings is not None else [])
         ],
     )
     return Emitted(event_id(data.event_type, instance_id, data.contact_id), data.start_time, data)
 
 
 def call_step_events(
-    instance_id: str, contact_id: str, steps: Sequence[Any], start_time: datetime
+    instance_id: str, contact_id: str, steps: Sequence[CallEventRow], start_time: datetime
 ) -> list[Emitted]:
     """ListCallEventDetailByContactId's steps, numbered from 1 in the order CCC lists them."""
     events = []
@@ -290,7 +289,9 @@ def call_step_events(
 # -- skill groups -------------------------------------------------------------------------
 
 
-def skill_group_events(instance_id: str, rows: Iterable[Any], now_ms: int) -> list[Emitted]:
+def skill_group_events(
+    instance_id: str, rows: Iterable[SkillGroupStateRow], now_ms: int
+) -> list[Emitted]:
     """One snapshot per skill group: an observation, so its time is part of its id."""
     events = []
     for row in rows:

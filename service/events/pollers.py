@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -19,9 +19,9 @@ from typing import Any, Protocol
 import structlog
 
 from service.ccc.errors import CccError
+from service.cloudevents import Emitted, Publisher
 from service.events.core import (
     CallsCursor,
-    Emitted,
     KnownState,
     call_record_event,
     call_step_events,
@@ -31,14 +31,20 @@ from service.events.core import (
     state_log_events,
     windows,
 )
-from service.kafka.producer import PublishError
+from service.events.rows import (
+    AgentStateLogEntry,
+    CallDetailRecordRow,
+    SkillGroupStateRow,
+    UserRow,
+    required,
+)
+from service.kafka.acked import until_acked
 from service.metrics import POLL_CYCLE_SECONDS, POLL_LAG_SECONDS
 from service.settings import PollerSettings
 
 log = structlog.get_logger(__name__)
 
 LOG_WINDOW_MS = 2 * 3600 * 1000  # ListAgentStateLogs refuses longer windows
-MAX_RETRY_BACKOFF_S = 5.0
 
 
 class Ccc(Protocol):
@@ -48,10 +54,6 @@ class Ccc(Protocol):
         self, action: str, params: Mapping[str, Any] | None = None
     ) -> AsyncIterator[Any]: ...
     def server_time_ms(self) -> int: ...
-
-
-class Publisher(Protocol):
-    async def publish(self, events: Sequence[Emitted]) -> None: ...
 
 
 class Checkpoints(Protocol):
@@ -73,43 +75,17 @@ class Directory:
     async def agents(self) -> dict[str, list[str]]:
         if time.monotonic() - self._read_at >= self._refresh_s:
             agents = {}
+            users: AsyncIterator[UserRow]
             users = self._ccc.iter_items("ListUsers", {"InstanceId": self._instance_id})
             async for user in users:
                 levels = user.skill_levels.skill_level if user.skill_levels else []
-                agents[user.ram_id] = [
-                    level.skill.skill_group_id for level in levels if level.skill
+                agents[required(user.ram_id, "RamId")] = [
+                    required(level.skill.skill_group_id, "SkillGroupId")
+                    for level in levels
+                    if level.skill
                 ]
             self._agents, self._read_at = agents, time.monotonic()
         return self._agents
-
-
-async def until_acked(send: Callable[[], Awaitable[None]], stop: asyncio.Event) -> bool:
-    """Send (events or a checkpoint) until Kafka acknowledged it; False if asked to stop
-    first. Meanwhile the poller waits here: polling pauses, memory stays bounded."""
-    return await retried(send, stop, (PublishError,), "publish_failed")
-
-
-async def retried(
-    attempt: Callable[[], Awaitable[None]],
-    stop: asyncio.Event,
-    errors: tuple[type[Exception], ...],
-    event: str,
-) -> bool:
-    """Run `attempt` until it succeeds, logging `event` and backing off (up to 5 s) after each
-    of `errors`; False if asked to stop first."""
-    delay = 0.2
-    while True:
-        try:
-            await attempt()
-        except errors as error:
-            log.warning(event, error=str(error), retry_s=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            if stop.is_set():
-                return False
-            delay = min(delay * 2, MAX_RETRY_BACKOFF_S)
-        else:
-            return True
 
 
 @dataclass(frozen=True)
@@ -257,6 +233,7 @@ class StateLogPoller:
             "StartTime": window[0],
             "EndTime": window[1],
         }
+        entries: list[AgentStateLogEntry]
         entries = [e async for e in self._ports.ccc.iter_items("ListAgentStateLogs", params)]
         return state_log_events(instance_id, agent_id, entries)
 
@@ -281,6 +258,7 @@ class CallPoller:
             "StopTime": end,
             "OrderBy": "ASC",
         }
+        records: list[CallDetailRecordRow]
         records = [r async for r in ports.ccc.iter_items("ListCallDetailRecords", params)]
         events: list[Emitted] = []
         for record in cursor.unseen(records):
@@ -289,14 +267,15 @@ class CallPoller:
             advanced = cursor.advance(records, end, self._lookback_ms).model_dump()
             await until_acked(partial(ports.checkpoints.save, self.key, advanced), stop)
 
-    async def _contact(self, record: Any) -> list[Emitted]:
+    async def _contact(self, record: CallDetailRecordRow) -> list[Emitted]:
         instance_id = self._ports.instance_id
         summary = call_record_event(instance_id, record)
+        contact_id = required(record.contact_id, "ContactId")
         detail = await self._ports.ccc.call(
             "ListCallEventDetailByContactId",
-            {"InstanceId": instance_id, "ContactId": record.contact_id},
+            {"InstanceId": instance_id, "ContactId": contact_id},
         )
-        steps = call_step_events(instance_id, record.contact_id, detail.items(), summary.time)
+        steps = call_step_events(instance_id, contact_id, detail.items(), summary.time)
         return [*steps, summary]
 
 
@@ -309,6 +288,7 @@ class SkillGroupPoller:
     async def cycle(self, stop: asyncio.Event) -> None:
         ports = self._ports
         params = {"InstanceId": ports.instance_id}
+        rows: list[SkillGroupStateRow]
         rows = [row async for row in ports.ccc.iter_items("ListSkillGroupStates", params)]
         events = skill_group_events(ports.instance_id, rows, ports.ccc.server_time_ms())
         await until_acked(partial(ports.publisher.publish, events), stop)

@@ -1,8 +1,8 @@
-"""The configured topics: what they should be (a pure plan), and making the broker match."""
+"""Kafka administration: making the broker match the topic plan (service/kafka/topics.py),
+and what it reports of existing topics."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,33 +12,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from service.console import (
-    StartupError,
-    add_config_argument,
-    kafka_failure,
-    quiet_kafka_logs,
-    say,
-    settings_from,
-    startup_failed,
-)
 from service.kafka.connection import client_options
-from service.settings import KafkaSettings, TopicSettings
+from service.kafka.settings import KafkaSettings, TopicSettings
+from service.kafka.topics import topic_plan
 
-EVENT_TOPICS = ("agent_states", "calls", "skillgroups")
-# Command topic per kind. With the same partition count, a command id lands on the same
-# partition number in each, and that partition of the ledger holds its entries.
-COMMAND_TOPICS = {"dial": "commands_dial", "sms": "commands_sms", "appraise": "commands_appraise"}
-OUTPUT_TOPICS = ("command_results", "command_dlq", "webhook_dlq")
-SHOWN_TOPICS = (*EVENT_TOPICS, "command_results")  # what `tail` and the demo show
 ADMIN_TIMEOUT_MS = 5000  # a CLI that cannot reach the broker says so quickly
-
-
-@dataclass(frozen=True, slots=True)
-class TopicSpec:
-    name: str
-    partitions: int
-    replication: int
-    configs: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +25,6 @@ class TopicState:
 
     partitions: int
     configs: Mapping[str, str]
-
-
-def topic_plan(topics: TopicSettings) -> list[TopicSpec]:
-    """Event and command topics keep `retention_ms`; checkpoints and the ledger are
-    compacted (latest per key), the ledger also forgetting after `ledger_retention_ms`."""
-    kept = {"retention.ms": str(topics.retention_ms)}
-    compacted = {"cleanup.policy": "compact"}
-    ledger = {"cleanup.policy": "compact,delete", "retention.ms": str(topics.ledger_retention_ms)}
-    configs = {
-        **dict.fromkeys((*EVENT_TOPICS, *COMMAND_TOPICS.values(), *OUTPUT_TOPICS), kept),
-        "checkpoints": compacted,
-        "ledger": ledger,
-        "poller_assignments": compacted,
-    }
-    return [
-        TopicSpec(topics.name(topic), topics.partitions, topics.replication_factor, config)
-        for topic, config in configs.items()
-    ]
 
 
 @asynccontextmanager
@@ -146,46 +106,3 @@ async def _topic_configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[s
 
 def _entries(entries: list[Any]) -> dict[str, str]:
     return {entry[0]: entry[1] for entry in entries if entry[1] is not None}
-
-
-# -- ccc-bridge topics --------------------------------------------------------------------
-
-
-def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subcommands.add_parser(
-        "topics",
-        help="list or create the configured topics",
-        description="List the configured topics with their partitions, retention or cleanup "
-        "policy, and whether each exists; with --create, create the missing ones first.",
-    )
-    parser.add_argument("--create", action="store_true", help="create the missing topics")
-    add_config_argument(parser)
-    parser.set_defaults(func=run)
-
-
-async def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from(args)
-    except StartupError as error:
-        return startup_failed("topics", error)
-    plan = topic_plan(settings.topics)
-    with quiet_kafka_logs():
-        try:
-            created = await ensure_topics(settings.kafka, settings.topics) if args.create else []
-            found = await describe_topics(settings.kafka, [spec.name for spec in plan])
-        except KafkaError as error:
-            return startup_failed("topics", kafka_failure(settings.kafka, error))
-    for spec in plan:
-        state = found.get(spec.name)
-        if state is None:
-            status = "missing"
-        else:
-            verb = "created" if spec.name in created else "exists"
-            status = f"{verb}, {state.partitions} partitions"
-        planned = f"{spec.partitions} partitions, {_configs(spec.configs)}"
-        say(f"{spec.name:<28} {planned:<42} {status}")
-    return 0
-
-
-def _configs(configs: Mapping[str, str]) -> str:
-    return " ".join(f"{key}={value}" for key, value in configs.items())

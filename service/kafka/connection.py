@@ -14,7 +14,8 @@ from typing import Any, NoReturn
 from aiokafka.conn import collect_hosts
 from aiokafka.errors import UnsupportedSaslMechanismError, for_code
 
-from service.settings import ConfigError, KafkaSettings
+from service.errors import ConfigError
+from service.kafka.settings import KafkaSettings
 
 PROBE_TIMEOUT_S = 3.0
 SASL_HANDSHAKE_V1 = (17, 1)  # (api key, version)

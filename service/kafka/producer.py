@@ -1,25 +1,20 @@
-"""Publishing to Kafka: the events themselves, and the checkpoints that say where each
-poller resumes. Both ride one aiokafka producer with acks=all."""
+"""Producing to Kafka: one aiokafka producer with acks=all, which every record of the service
+rides (events, checkpoints, ledger entries, results, dead letters)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
-from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from service.events.core import Emitted
-from service.events.models import CONTENT_TYPE, envelope
+from service.cloudevents import CONTENT_TYPE
 from service.kafka.connection import client_options
-from service.kafka.reading import read_to_end
-from service.metrics import EVENTS_PUBLISHED
-from service.settings import KafkaSettings, TopicSettings
+from service.kafka.settings import KafkaSettings
 
 HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
@@ -161,67 +156,3 @@ def _settle(waiters: Sequence[asyncio.Future[None]], error: Exception | None) ->
             waiter.set_result(None)
         else:
             waiter.set_exception(PublishError(f"{type(error).__name__}: {error}"))
-
-
-class EventPublisher:
-    """Events as CloudEvents JSON, keyed so per-agent / per-call order holds."""
-
-    def __init__(self, producer: Producer, topics: TopicSettings, region: str) -> None:
-        self._producer = producer
-        self._topics = topics
-        self._topic_names: dict[str, str] = {}
-        self._region = region
-
-    def record(self, event: Emitted) -> OutRecord:
-        cloud_event = envelope(event.data, event_id=event.id, region=self._region, time=event.time)
-        topic = self._topic_names.get(event.data.topic)
-        if topic is None:
-            topic = self._topic_names[event.data.topic] = self._topics.name(event.data.topic)
-        return OutRecord(topic, event.data.key().encode(), cloud_event.model_dump_json().encode())
-
-    async def publish(self, events: Sequence[Emitted]) -> None:
-        await self._producer.send_all([self.record(event) for event in events])
-        for (event_type, instance), count in Counter(
-            (event.data.event_type, event.data.instance_id or "-") for event in events
-        ).items():
-            EVENTS_PUBLISHED.labels(event_type, instance).inc(count)
-
-
-class CheckpointStore:
-    """Checkpoints in a compacted topic, keyed `{instance}:{stream}`; the latest one wins.
-
-    Those of an instance are read when this process starts polling it, at start or when a
-    rebalance hands it over from another replica, which moved them meanwhile. Only the
-    partitions holding the keys are read (the topic holds one live record per key, and
-    brokers that do not compact, like the embedded one, only make that read longer).
-    """
-
-    def __init__(self, producer: Producer, kafka: KafkaSettings, topics: TopicSettings) -> None:
-        self._producer = producer
-        self._kafka = kafka
-        self._topic = topics.name("checkpoints")
-        self._latest: dict[str, dict[str, Any]] = {}
-
-    def get(self, key: str) -> Mapping[str, Any] | None:
-        return self._latest.get(key)
-
-    async def save(self, key: str, value: Mapping[str, Any]) -> None:
-        payload = json.dumps(value, separators=(",", ":")).encode()
-        await self._producer.send_all([OutRecord(self._topic, key.encode(), payload)])
-        self._latest[key] = dict(value)
-
-    async def load(self, keys: Collection[str]) -> None:
-        """The latest checkpoint of each of `keys` as Kafka has it now (KafkaError if it
-        cannot be read)."""
-        wanted = {key.encode() for key in keys}
-        if not wanted:
-            return
-        partitions = await self._producer.partitions_for(self._topic)
-        holding = {partition_for(key, partitions) for key in wanted}
-        found: dict[str, dict[str, Any]] = {}
-        for record in await read_to_end(self._kafka, [self._topic], holding):
-            if record.key in wanted and record.value is not None:
-                found[record.key.decode()] = json.loads(record.value)  # later ones win
-        for key in keys:  # what Kafka lacks is not kept either: it is the truth
-            self._latest.pop(key, None)
-        self._latest |= found

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from service.kafka.admin import describe_topics
 from service.kafka.connection import client_options
-from service.settings import KafkaSettings
+from service.kafka.settings import KafkaSettings
 
 
 async def partitions_of(

@@ -23,9 +23,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from service.events.models import Outbound, UtcTime, event_id
+from service.cloudevents import Outbound, UtcTime, event_id
 from service.kafka.dead_letters import kept_bytes
-from service.settings import WebhookEndpoint
+from service.webhooks.settings import WebhookEndpoint
 from service.webhooks.signing import signed_headers
 
 WEBHOOK_DEAD_LETTER = "com.aliyun.ccc.webhook.dlq"

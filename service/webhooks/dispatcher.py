@@ -32,14 +32,14 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from service.events.models import CONTENT_TYPE
-from service.events.pollers import until_acked
-from service.kafka.admin import EVENT_TOPICS
+from service.cloudevents import CONTENT_TYPE
+from service.kafka.acked import until_acked
 from service.kafka.connection import client_options
 from service.kafka.offsets import Offsets
 from service.kafka.producer import OutRecord
+from service.kafka.settings import KafkaSettings, TopicSettings
+from service.kafka.topics import EVENT_TOPICS
 from service.metrics import WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_SECONDS, WEBHOOK_LAG
-from service.settings import Settings, WebhookEndpoint
 from service.webhooks.core import (
     Answer,
     EventRef,
@@ -53,6 +53,7 @@ from service.webhooks.core import (
     retry_after_s,
 )
 from service.webhooks.filters import matches
+from service.webhooks.settings import WebhookEndpoint, WebhookSettings
 from service.webhooks.signing import decode_secret
 
 log = structlog.get_logger(__name__)
@@ -126,13 +127,21 @@ async def _start_of(response: aiohttp.ClientResponse) -> str:
 
 
 class EndpointDispatcher(ConsumerRebalanceListener):  # type: ignore[misc] # untyped base
-    def __init__(self, endpoint: WebhookEndpoint, settings: Settings, sink: DeadLetterSink) -> None:
+    def __init__(
+        self,
+        endpoint: WebhookEndpoint,
+        webhooks: WebhookSettings,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        sink: DeadLetterSink,
+    ) -> None:
         self._endpoint = endpoint
-        self._settings = settings
+        self._webhooks = webhooks
+        self._kafka = kafka
         self._sink = sink
         self._secret_key = decode_secret(endpoint.secret.get_secret_value())
-        self._topics = [settings.topics.name(topic) for topic in WEBHOOK_TOPICS]
-        self._dlq = settings.topics.name("webhook_dlq")
+        self._topics = [topics.name(topic) for topic in WEBHOOK_TOPICS]
+        self._dlq = topics.name("webhook_dlq")
         self._post = HttpPoster(endpoint)
         self._offsets = Offsets()
         self._tasks = KeyedTasks()
@@ -145,13 +154,13 @@ class EndpointDispatcher(ConsumerRebalanceListener):  # type: ignore[misc] # unt
 
     @property
     def group_id(self) -> str:
-        return self._settings.webhooks.group_prefix + self._endpoint.name
+        return self._webhooks.group_prefix + self._endpoint.name
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop`; then what is in flight ends (see the module's docstring)."""
-        webhooks = self._settings.webhooks
+        webhooks = self._webhooks
         consumer = self._consumer = AIOKafkaConsumer(
-            **client_options(self._settings.kafka),
+            **client_options(self._kafka),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset=webhooks.start_from,
@@ -335,8 +344,15 @@ async def _every(interval_s: float, work: Callable[[], Awaitable[None]]) -> None
         await work()
 
 
-async def run_webhooks(settings: Settings, sink: DeadLetterSink, stop: asyncio.Event) -> None:
+async def run_webhooks(
+    webhooks: WebhookSettings,
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    sink: DeadLetterSink,
+    stop: asyncio.Event,
+) -> None:
     """A dispatcher per configured endpoint until `stop`; with none configured, returns."""
     async with asyncio.TaskGroup() as group:
-        for endpoint in settings.webhooks.endpoints:
-            group.create_task(EndpointDispatcher(endpoint, settings, sink).run(stop))
+        for endpoint in webhooks.endpoints:
+            dispatcher = EndpointDispatcher(endpoint, webhooks, kafka, topics, sink)
+            group.create_task(dispatcher.run(stop))

@@ -24,11 +24,11 @@ from service.ccc.errors import (
     CccTimeoutError,
     CccTransportError,
 )
+from service.ccc.settings import CccSettings, RateLimitSettings, RetrySettings
 from service.emulator.config import (
     client_settings,
 )
 from service.emulator.server import EmulatorServer
-from service.settings import CccSettings, RateLimitSettings, RetrySettings
 from tests.inspection import codes, eventually, fault, inspect
 
 INSTANCE = "ccc-a"

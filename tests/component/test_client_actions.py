@@ -8,11 +8,11 @@ import pytest
 
 from service.ccc.catalog import load_catalog
 from service.ccc.client import CccClient
+from service.ccc.settings import RateLimitSettings
 from service.emulator.config import (
     client_settings,
 )
 from service.emulator.server import EmulatorServer
-from service.settings import RateLimitSettings
 from tests.inspection import inspect
 from tests.params import valid_params
 from tests.shape import assert_shape

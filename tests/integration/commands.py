@@ -24,11 +24,13 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from service.ccc.client import CccClient
+from service.ccc.settings import CccSettings
 from service.commands.models import CommandKind
 from service.emulator.server import EmulatorServer
-from service.kafka.admin import COMMAND_TOPICS, describe_topics
+from service.kafka.admin import describe_topics
 from service.kafka.connection import client_options
-from service.settings import CccSettings, Settings
+from service.kafka.topics import COMMAND_TOPICS
+from service.settings import Settings
 from tests.inspection import fault, inspect
 from tests.integration.pipeline import INSTANCE
 

@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from service.broker import EmbeddedBroker
 from service.emulator.server import EmulatorServer
-from service.settings import KafkaSettings, TopicSettings
+from service.kafka.settings import KafkaSettings, TopicSettings
 from tests.integration.pipeline import BUSY
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from service.kafka.admin import EVENT_TOPICS
 from service.kafka.reading import read_to_end
-from service.settings import KafkaSettings, TopicSettings
+from service.kafka.settings import KafkaSettings, TopicSettings
+from service.kafka.topics import EVENT_TOPICS
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ from pathlib import Path
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from service.cloudevents import CONTENT_TYPE, CloudEvent, EventData
 from service.emulator.config import DEFAULT_ACCESS_KEY_SECRET
-from service.events.models import CONTENT_TYPE, CloudEvent, EventData
 from service.kafka.connection import client_options
-from service.settings import KafkaSettings, Settings
+from service.kafka.settings import KafkaSettings
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 20.0

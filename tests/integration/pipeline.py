@@ -10,21 +10,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from service.app import run_service
+from service.ccc.settings import RateLimitSettings, RetrySettings
 from service.emulator.config import (
     EmulatorConfig,
     client_settings,
 )
 from service.emulator.server import EmulatorServer
-from service.settings import (
-    CommandSettings,
-    HttpSettings,
-    KafkaSettings,
-    PollerSettings,
-    RateLimitSettings,
-    RetrySettings,
-    Settings,
-    TopicSettings,
-)
+from service.kafka.settings import KafkaSettings, TopicSettings
+from service.settings import CommandSettings, HttpSettings, PollerSettings, Settings
 from tests.inspection import eventually
 from tests.integration.events import Message, missing_calls, missing_transitions, read_events
 

@@ -13,7 +13,7 @@ import pytest
 
 from service.broker import BrokerError, EmbeddedBroker
 from service.kafka.producer import OutRecord, Producer
-from service.settings import KafkaSettings
+from service.kafka.settings import KafkaSettings
 from tests.integration.kafka_io import (
     alive,
     children,

@@ -29,10 +29,12 @@ from service.app import run_service
 from service.commands.models import KINDS, MAX_METADATA_BYTES, CommandKind
 from service.emulator.config import EmulatorConfig
 from service.emulator.server import EmulatorServer
-from service.kafka.admin import COMMAND_TOPICS, describe_topics
+from service.kafka.admin import describe_topics
 from service.kafka.connection import client_options
 from service.kafka.dead_letters import MAX_DEAD_VALUE
-from service.settings import KafkaSettings, Settings
+from service.kafka.settings import KafkaSettings
+from service.kafka.topics import COMMAND_TOPICS
+from service.settings import Settings
 from tests.inspection import eventually
 from tests.integration.commands import Answers, Where
 from tests.integration.pipeline import INSTANCE, commands_only

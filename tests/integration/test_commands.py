@@ -23,13 +23,8 @@ from prometheus_client import REGISTRY
 from service.emulator.config import EmulatorConfig
 from service.emulator.server import EmulatorServer
 from service.kafka.admin import ensure_topics
-from service.settings import (
-    CommandSettings,
-    KafkaSettings,
-    LifecycleSettings,
-    Settings,
-    TopicSettings,
-)
+from service.kafka.settings import KafkaSettings, TopicSettings
+from service.settings import CommandSettings, LifecycleSettings, Settings
 from tests.inspection import eventually, fault
 from tests.integration.commands import (
     Answers,

@@ -33,10 +33,11 @@ from aiokafka.errors import KafkaConnectionError
 
 from service.broker import BrokerError, BrokerTls, EmbeddedBroker
 from service.console import kafka_failure
-from service.kafka.admin import describe_topics, ensure_topics, topic_plan
+from service.kafka.admin import describe_topics, ensure_topics
 from service.kafka.connection import client_options
 from service.kafka.producer import OutRecord, Producer
-from service.settings import KafkaSettings, TopicSettings
+from service.kafka.settings import KafkaSettings, TopicSettings
+from service.kafka.topics import topic_plan
 from tests.integration.kafka_io import read_values, run_cli
 
 PASSWORD = "pw-4f2c9e7a1b"  # distinctive, so any leak of it is found

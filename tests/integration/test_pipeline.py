@@ -9,8 +9,9 @@ from typing import Any
 
 from service.app import run_service
 from service.broker import EmbeddedBroker
+from service.cloudevents import CONTENT_TYPE
 from service.emulator.server import EmulatorServer
-from service.events.models import CONTENT_TYPE, EVENT_TYPES
+from service.events.models import EVENT_TYPES
 from service.settings import (
     Settings,
 )

@@ -12,7 +12,8 @@ import pytest
 from service.emulator.config import EmulatorConfig
 from service.emulator.server import EmulatorServer
 from service.kafka.reading import read_to_end
-from service.settings import KafkaSettings, Settings
+from service.kafka.settings import KafkaSettings
+from service.settings import Settings
 from tests.inspection import inspect
 from tests.integration.kafka_io import run_cli
 from tests.integration.pipeline import INSTANCE, commands_only, in_process

@@ -11,13 +11,14 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from service.events.core import Emitted
-from service.events.models import CONTENT_TYPE, AgentStateChanged, CloudEvent, EventData
-from service.events.render import render
-from service.events.tail import follow
+from service.cloudevents import CONTENT_TYPE, CloudEvent, Emitted, EventData
+from service.events.models import AgentStateChanged
+from service.events.publisher import EventPublisher
 from service.kafka.admin import ensure_topics
-from service.kafka.producer import EventPublisher, Producer
-from service.settings import KafkaSettings, TopicSettings
+from service.kafka.producer import Producer
+from service.kafka.settings import KafkaSettings, TopicSettings
+from service.render import render
+from service.tail import follow
 from tests import samples
 from tests.integration.kafka_io import (
     DEADLINE_S,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import socket
 
-from service.kafka.admin import describe_topics, ensure_topics, topic_plan
-from service.settings import KafkaSettings, TopicSettings
+from service.kafka.admin import describe_topics, ensure_topics
+from service.kafka.settings import KafkaSettings, TopicSettings
+from service.kafka.topics import topic_plan
 from tests.integration.kafka_io import run_cli
 
 

@@ -26,23 +26,17 @@ from prometheus_client import REGISTRY
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from service.broker import EmbeddedBroker
+from service.cloudevents import CloudEvent, EventData, envelope, event_id
 from service.emulator.server import EmulatorServer
-from service.events.models import CloudEvent, EventData, envelope, event_id
 from service.kafka.admin import ensure_topics
 from service.kafka.producer import Producer
 from service.kafka.reading import read_to_end
+from service.kafka.settings import KafkaSettings, TopicSettings
 from service.schemas import MESSAGES, json_schema
-from service.settings import (
-    CommandSettings,
-    HttpSettings,
-    KafkaSettings,
-    Settings,
-    TopicSettings,
-    WebhookEndpoint,
-    WebhookSettings,
-)
+from service.settings import CommandSettings, HttpSettings, Settings
 from service.webhooks.core import WEBHOOK_DEAD_LETTER
 from service.webhooks.dispatcher import run_webhooks
+from service.webhooks.settings import WebhookEndpoint, WebhookSettings
 from tests import samples
 from tests.inspection import eventually
 from tests.integration.kafka_io import produce, produce_events
@@ -175,7 +169,9 @@ async def dispatching(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
     producer = Producer(settings.kafka)
     await producer.start()
     stop = asyncio.Event()
-    task = asyncio.create_task(run_webhooks(settings, producer, stop))
+    task = asyncio.create_task(
+        run_webhooks(settings.webhooks, settings.kafka, settings.topics, producer, stop)
+    )
     try:
         yield task
     finally:

@@ -14,9 +14,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from service.ccc.errors import CccApiError
+from service.ccc.settings import CccSettings
+from service.cloudevents import Emitted
 from service.events.assignment import ASSIGNOR, Pollers, instances_of
-from service.events.core import Emitted
-from service.settings import CccSettings, PollerSettings, Settings
+from service.settings import PollerSettings, Settings
 from tests.inspection import eventually
 
 INSTANCES = st.lists(st.text(min_size=1, max_size=8), max_size=30)

@@ -19,7 +19,7 @@ from service.ccc.errors import (
     CccTransportError,
     error_from_response,
 )
-from service.settings import RetrySettings
+from service.ccc.settings import RetrySettings
 
 
 @pytest.mark.parametrize(

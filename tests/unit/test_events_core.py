@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.ccc.catalog import load_catalog
+from service.cloudevents import ID_NAMESPACE, Emitted, envelope, event_id, from_ms
 from service.events.core import (
     CallsCursor,
-    Emitted,
     KnownState,
     call_record_event,
     call_step_events,
@@ -23,14 +23,7 @@ from service.events.core import (
     state_log_events,
     windows,
 )
-from service.events.models import (
-    ID_NAMESPACE,
-    AgentStateChanged,
-    AgentStateLogged,
-    envelope,
-    event_id,
-    from_ms,
-)
+from service.events.models import AgentStateChanged, AgentStateLogged
 
 NOW = 1_790_000_000_000
 CATALOG = load_catalog()
@@ -97,6 +90,12 @@ def test_a_change_has_the_same_id_on_any_observer() -> None:
     assert first[0].id == second[0].id
     other, _ = diff_agent_states("i", known, [row("b", "Ready", 2)], NOW, {})
     assert other[0].id != first[0].id
+
+
+def test_a_row_without_the_agent_id_is_refused_naming_the_field() -> None:
+    nameless = SimpleNamespace(**{**vars(row("a", "Ready")), "agent_id": None})
+    with pytest.raises(ValueError, match=r"^a CCC row without AgentId$"):
+        state_changes("i", None, [nameless], NOW, {})
 
 
 def log_entry(at: int, state: str, contact: str = "") -> Any:

@@ -16,12 +16,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 from pydantic import SecretStr
 
+from service.ccc.settings import CccSettings
 from service.commands.ingress import CommandIngress, StatusView
 from service.commands.ledger import Entry
 from service.commands.models import KINDS, CommandResult, CommandSource
 from service.kafka.producer import OutRecord, PublishError
 from service.openapi import openapi_document
-from service.settings import CccSettings, HttpSettings, Settings
+from service.settings import HttpSettings, Settings
 from service.web import Readiness, application
 
 KEY = "secret-key-1"

@@ -21,9 +21,11 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from service.console import kafka_failure
+from service.errors import ConfigError
 from service.kafka.connection import client_options
 from service.kafka.producer import Producer
-from service.settings import ConfigError, KafkaSettings, Settings
+from service.kafka.settings import KafkaSettings
+from service.settings import Settings
 
 PASSWORD = "pw-4f2c9e7a1b"  # distinctive, so any leak of it is found
 PROTOCOLS = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from service.cloudevents import EventData
 from service.commands.models import CommandError
-from service.events.models import EVENT_TYPES, EventData
-from service.events.render import render
+from service.events.models import EVENT_TYPES
+from service.render import render
 from tests import samples
 
 

@@ -15,10 +15,12 @@ import pytest
 from jsonschema import Draft202012Validator, ValidationError  # type: ignore[import-untyped]
 
 from service.cli import build_parser
-from service.events.models import CONTENT_TYPE, EVENT_TYPES, dataschema
-from service.kafka.admin import COMMAND_TOPICS, EVENT_TOPICS, OUTPUT_TOPICS
+from service.cloudevents import CONTENT_TYPE, dataschema
+from service.events.models import EVENT_TYPES
+from service.kafka.settings import KafkaSettings, TopicSettings
+from service.kafka.topics import COMMAND_TOPICS, EVENT_TOPICS, OUTPUT_TOPICS
 from service.schemas import MESSAGES, write_schemas
-from service.settings import KafkaSettings, Settings, TopicSettings
+from service.settings import Settings
 from tests import samples
 
 SETTINGS = Settings(

@@ -9,8 +9,10 @@ from pydantic import ValidationError
 
 from service import settings as settings_module
 from service.ccc.client import CccClient
+from service.ccc.settings import CccSettings
 from service.ccc.signing import AccessKey, BearerToken
-from service.settings import DEFAULT_CONFIG, CccSettings, ConfigError, Settings, load_settings
+from service.errors import ConfigError
+from service.settings import DEFAULT_CONFIG, Settings, load_settings
 
 CREDENTIALS = {"CCC_BRIDGE_CCC__ACCESS_KEY_ID": "ak", "CCC_BRIDGE_CCC__ACCESS_KEY_SECRET": "sk"}
 

@@ -21,7 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState
 
 from service.kafka.dead_letters import MAX_DEAD_VALUE
 from service.schemas import MESSAGES, json_schema
-from service.settings import Settings, WebhookEndpoint, WebhookSettings, load_settings
+from service.settings import Settings, load_settings
 from service.validation import field_errors
 from service.webhooks.core import (
     WEBHOOK_DEAD_LETTER,
@@ -38,6 +38,7 @@ from service.webhooks.core import (
     retry_after_s,
 )
 from service.webhooks.filters import check_pattern, matches
+from service.webhooks.settings import WebhookEndpoint, WebhookSettings
 from service.webhooks.signing import decode_secret, signature, signed_headers
 
 # The Standard Webhooks reference libraries' own test vector.

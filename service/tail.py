@@ -23,10 +23,11 @@ from service.console import (
     startup_failed,
     stop_on_signals,
 )
-from service.events.render import render
-from service.kafka.admin import SHOWN_TOPICS, describe_topics
+from service.kafka.admin import describe_topics
 from service.kafka.connection import client_options
-from service.settings import KafkaSettings
+from service.kafka.settings import KafkaSettings
+from service.kafka.topics import SHOWN_TOPICS
+from service.render import render
 
 FETCH_WAIT_MS = 1000
 

@@ -30,10 +30,10 @@ from service.console import (
     settings_from,
     startup_failed,
 )
-from service.events.render import render
-from service.kafka.admin import COMMAND_TOPICS
 from service.kafka.connection import client_options
 from service.kafka.producer import OutRecord, Producer, partition_for
+from service.kafka.topics import COMMAND_TOPICS
+from service.render import render
 from service.settings import Settings
 
 EXIT_NOT_SUCCEEDED = 1

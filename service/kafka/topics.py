@@ -1,0 +1,42 @@
+"""The topic catalogue: which topics the service uses, and what each should be (a pure plan;
+service/kafka/admin.py makes the broker match it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from service.kafka.settings import TopicSettings
+
+EVENT_TOPICS = ("agent_states", "calls", "skillgroups")
+# Command topic per kind. With the same partition count, a command id lands on the same
+# partition number in each, and that partition of the ledger holds its entries.
+COMMAND_TOPICS = {"dial": "commands_dial", "sms": "commands_sms", "appraise": "commands_appraise"}
+OUTPUT_TOPICS = ("command_results", "command_dlq", "webhook_dlq")
+SHOWN_TOPICS = (*EVENT_TOPICS, "command_results")  # what `tail` and the demo show
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication: int
+    configs: Mapping[str, str]
+
+
+def topic_plan(topics: TopicSettings) -> list[TopicSpec]:
+    """Event and command topics keep `retention_ms`; checkpoints and the ledger are
+    compacted (latest per key), the ledger also forgetting after `ledger_retention_ms`."""
+    kept = {"retention.ms": str(topics.retention_ms)}
+    compacted = {"cleanup.policy": "compact"}
+    ledger = {"cleanup.policy": "compact,delete", "retention.ms": str(topics.ledger_retention_ms)}
+    configs = {
+        **dict.fromkeys((*EVENT_TOPICS, *COMMAND_TOPICS.values(), *OUTPUT_TOPICS), kept),
+        "checkpoints": compacted,
+        "ledger": ledger,
+        "poller_assignments": compacted,
+    }
+    return [
+        TopicSpec(topics.name(topic), topics.partitions, topics.replication_factor, config)
+        for topic, config in configs.items()
+    ]

@@ -1,0 +1,73 @@
+"""The webhook settings sections: the endpoints and how their deliveries are consumed
+(composed into Settings by service/settings.py)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field, HttpUrl, SecretStr, field_validator
+
+from service.sections import Section
+from service.webhooks.filters import check_pattern
+from service.webhooks.signing import decode_secret
+
+
+class WebhookEndpoint(Section):
+    """One HTTP endpoint: the events its `event_types` match, POSTed and signed with `secret`
+    (Standard Webhooks). URLs come from configuration only, never from a message."""
+
+    # Errors leave the input out, so a rejected secret is not printed. Pydantic reads this
+    # from the model validated first; under Settings, the CLI prints fields and messages only.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    # In the consumer group id, metric labels and dead letters: a plain, short word.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    url: HttpUrl
+    # "*", exact types, or prefixes ending in ".*" such as "com.aliyun.ccc.call.*".
+    event_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    secret: SecretStr  # whsec_ + base64 of 24 to 64 random bytes
+    timeout_s: float = Field(10.0, gt=0)  # one attempt, connecting included
+    max_attempts: int = Field(6, ge=1, le=50)  # then the event goes to the webhook DLQ
+    backoff_initial_s: float = Field(0.5, gt=0)  # full jitter, doubling per attempt
+    backoff_max_s: float = Field(30.0, gt=0)  # also caps how long a Retry-After is honoured
+    concurrency: int = Field(16, ge=1)  # requests at once
+    # Events read and not yet delivered or dead-lettered: bounds memory while it is down.
+    max_in_flight: int = Field(256, ge=1)
+
+    @field_validator("event_types")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        return [check_pattern(pattern) for pattern in patterns]
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, secret: SecretStr) -> SecretStr:
+        # The message says what is wrong with it, never what it was.
+        decode_secret(secret.get_secret_value())
+        return secret
+
+
+class WebhookSettings(Section):
+    """The webhook dispatcher: one consumer group per endpoint, so a slow or dead one holds
+    up nothing else. Endpoints may come as a JSON list in CCC_BRIDGE_WEBHOOKS__ENDPOINTS
+    (an env var or a secret file), secrets included."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # as WebhookEndpoint
+    endpoints: list[WebhookEndpoint] = Field(default_factory=list)
+    group_prefix: str = "ccc-bridge-webhook-"  # an endpoint's group: the prefix + its name
+    # Where an endpoint's new group starts: latest sends what is published from its first
+    # start on; earliest also the retained history (up to topics.retention_ms of it).
+    start_from: Literal["earliest", "latest"] = "latest"
+    # Kafka answers a fetch as soon as events arrive; the embedded broker waits this long.
+    fetch_max_wait_ms: int = Field(100, ge=0)
+    commit_interval_s: float = Field(1.0, gt=0)  # also how often the lag metric is measured
+    # A dead replica's partitions move to the others after this.
+    session_timeout_ms: int = Field(10_000, ge=1000)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique_names(cls, endpoints: list[WebhookEndpoint]) -> list[WebhookEndpoint]:
+        names = [endpoint.name for endpoint in endpoints]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"endpoint names must differ: {', '.join(repeated)} repeated")
+        return endpoints
