@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
+from typing import Any
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -33,12 +34,12 @@ from service.console import (
     startup_failed,
     stop_on_signals,
 )
-from service.errors import ConfigError
+from service.errors import ConfigError, first_cause
 from service.events.assignment import Pollers
 from service.events.publisher import CheckpointStore, EventPublisher
 from service.kafka.admin import describe_topics, ensure_topics
 from service.kafka.producer import Producer
-from service.kafka.topics import COMMAND_TOPICS
+from service.kafka.topics import co_partitioned
 from service.settings import Settings
 from service.web import Probes, Readiness, serving
 from service.webhooks.dispatcher import run_webhooks
@@ -73,7 +74,7 @@ async def _check_ccc(ccc: CccClient, settings: Settings) -> None:
 async def _check_command_topics(settings: Settings) -> None:
     """Ledger entries live on the partition number of their command: the command topics
     and the ledger must agree on how many there are."""
-    names = [settings.topics.name(t) for t in (*COMMAND_TOPICS.values(), "ledger")]
+    names = co_partitioned(settings.topics)
     try:
         found = await describe_topics(settings.kafka, names)
     except KafkaError as error:
@@ -86,6 +87,27 @@ async def _check_command_topics(settings: Settings) -> None:
         raise StartupError(
             f"the command topics and the ledger need the same number of partitions: {counts}"
         )
+
+
+async def _partition_problem(producer: Producer, settings: Settings) -> str | None:
+    """What the producer's metadata says is wrong with the partitions written to: one it wrote
+    to that its topic lacks (a topic re-created with fewer, behind the service's back), or
+    command topics and a ledger that disagree (a command's entries would go astray)."""
+    problems = []
+    for topic, numbers in list(producer.unknown_partitions.items()):
+        known = await producer.partitions_for(topic)
+        if missing := sorted(numbers - set(known)):
+            problems.append(f"{topic} has no partition {missing} (it has {len(known)})")
+        else:
+            del producer.unknown_partitions[topic]
+    if settings.commands.enabled:
+        names = co_partitioned(settings.topics)
+        counts = {name: len(await producer.partitions_for(name)) for name in names}
+        if len(set(counts.values())) > 1:
+            problems.append(
+                f"the command topics and the ledger need the same number of partitions: {counts}"
+            )
+    return "; ".join(problems) or None
 
 
 async def run_service(
@@ -109,8 +131,11 @@ async def run_service(
                 kafka_reachable=producer.reachable,
                 ccc_answered_at=lambda: ccc.answered_at,
                 ask_ccc=partial(ccc.call, "GetInstance", {"InstanceId": settings.ccc.instances[0]}),
+                partition_problem=partial(_partition_problem, producer, settings),
             )
-            readiness = Readiness(stop, {"kafka": probes.kafka, "ccc": probes.ccc})
+            readiness = Readiness(
+                stop, {"kafka": probes.kafka, "ccc": probes.ccc, "partitions": probes.partitions}
+            )
             view = StatusView(settings)
             ingress = CommandIngress(settings, producer.send_all, view)
             # Served until everything else has stopped: /readyz says 503 meanwhile.
@@ -152,39 +177,47 @@ async def run(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     try:
         settings = settings_from(args)
-        with stop_on_signals(stop, again=_exit_now), quiet_kafka_logs() as connected:
-            service = asyncio.create_task(run_service(settings, stop, on_ready=connected))
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({service, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not service.done():
-                return await _within_budget(service, settings.lifecycle.shutdown_budget_s)
-            await service
     except StartupError as error:
         return startup_failed("run", error)
-    except ExceptionGroup as group:
-        # A poller met what a retry cannot mend (credentials revoked, an instance gone):
-        # crash-only, the process ends and its supervisor restarts it from the checkpoints.
-        failures = group.subgroup(CccError)
-        if failures is None:
-            raise
-        first = failures.exceptions[0]
-        sys.stderr.write(f"ccc-bridge run: stopped: {first}\n")
-        return 1
-    return 0
+    with stop_on_signals(stop, again=_exit_now), quiet_kafka_logs() as connected:
+        service = partial(run_service, settings, stop, on_ready=connected)
+        return await supervised(service, stop, settings.lifecycle.shutdown_budget_s)
 
 
-async def _within_budget(service: asyncio.Task[None], budget_s: float) -> int:
-    """Wait for an orderly stop; past the budget, cut it short: exit 1."""
+async def supervised(
+    service: Callable[[], Coroutine[Any, Any, None]], stop: asyncio.Event, budget_s: float
+) -> int:
+    """Run `service` to its end; the exit code. 0: stopped in order within `budget_s` of
+    `stop`. 2: it could not start. 1: anything in it failed, whatever the error (crash-only:
+    the supervisor restarts the process, and checkpoints and the ledger make that gapless),
+    or it did not stop within the budget. A failure ends with one line naming its cause."""
+    task = asyncio.create_task(service())
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait_for(asyncio.shield(service), budget_s)
-    except TimeoutError:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not task.done():
+        await asyncio.wait({task}, timeout=budget_s)
+    if not task.done():
         sys.stderr.write(f"ccc-bridge run: not stopped after {budget_s:g} s; stopping now\n")
-        service.cancel()
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await service
+            await task
         return 1
-    return 0
+    error = None if task.cancelled() else task.exception()
+    if error is None:
+        return 0
+    cause = first_cause(error)
+    if isinstance(cause, StartupError):
+        return startup_failed("run", cause)
+    if isinstance(cause, CccError):
+        # What a retry cannot mend (credentials revoked, an instance gone): no bug to trace.
+        sys.stderr.write(f"ccc-bridge run: stopped: {cause}\n")
+    else:
+        log.error("service_failed", exc_info=cause)
+        sys.stderr.write(f"ccc-bridge run: stopped: {type(cause).__name__}: {cause}\n")
+    return 1
 
 
 def _exit_now() -> None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -56,6 +57,18 @@ UtcTime = Annotated[AwareDatetime, PlainSerializer(_to_utc, return_type=datetime
 
 def from_ms(epoch_ms: int) -> datetime:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC)
+
+
+def capped(limit: int) -> AfterValidator:
+    """Text cut to `limit` characters, saying how many went: what is published stays within a
+    Kafka record however long an input it quotes."""
+
+    def cut(text: str) -> str:
+        if len(text) <= limit:
+            return text
+        return f"{text[:limit]}... [{len(text) - limit} characters cut]"
+
+    return AfterValidator(cut)
 
 
 class Outbound(BaseModel):

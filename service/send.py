@@ -4,14 +4,14 @@ its result. The flags are the command's JSON fields (PRODUCT.md section 3) with 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from service.commands.models import (
@@ -30,8 +30,9 @@ from service.console import (
     settings_from,
     startup_failed,
 )
-from service.kafka.connection import client_options
+from service.kafka.consumer import Consumer, Subscription
 from service.kafka.producer import OutRecord, Producer, partition_for
+from service.kafka.records import Record
 from service.kafka.topics import COMMAND_TOPICS
 from service.render import render
 from service.settings import Settings
@@ -130,47 +131,86 @@ async def _send(
 ) -> int:
     topic = settings.topics.name(COMMAND_TOPICS[kind])
     key = command.command_id.encode()
-    value = command.model_dump_json(exclude_defaults=True).encode()
-    results = settings.topics.name("command_results")
-    consumer = AIOKafkaConsumer(**client_options(settings.kafka), enable_auto_commit=False)
+    record = OutRecord(topic, key, command.model_dump_json(exclude_defaults=True).encode())
     producer = Producer(settings.kafka)
     try:
         await producer.start()
-        if args.wait:  # from the end as it is now, so the result cannot slip past
-            await consumer.start()
-            partitions = sorted(await producer.partitions_for(results))
-            where = TopicPartition(results, partition_for(key, partitions))
-            consumer.assign([where])
-            await consumer.seek_to_end(where)
-            await consumer.position(where)
-        await producer.send_all([OutRecord(topic, key, value)])
-        say(f"sent {kind} command {command.command_id} to {topic}")
         if not args.wait:
+            await producer.send_all([record])
+            say(f"sent {kind} command {command.command_id} to {topic}")
             return 0
-        result = await _result(consumer, command.command_id, args.timeout)
+        results = settings.topics.name("command_results")
+        partition = partition_for(key, await producer.partitions_for(results))
+        waiting = _Result(key)
+        subscription = Subscription(
+            (results,),
+            # From the end as it is now, fixed before sending, so the result cannot slip past.
+            start_from="latest",
+            partitions=frozenset({partition}),
+            ordered_by=None,
+        )
+        consumer = Consumer(
+            settings.kafka, subscription, waiting.take, name="send", rebalance=waiting
+        )
+        reading = asyncio.create_task(consumer.run(waiting.found))
+        try:
+            await _first(reading, waiting.ready)
+            await producer.send_all([record])
+            say(f"sent {kind} command {command.command_id} to {topic}")
+            await _first(reading, waiting.found, timeout_s=args.timeout)
+        finally:
+            waiting.found.set()
+            await reading
     except KafkaError as error:
         raise StartupError(kafka_failure(settings.kafka, error)) from error
     finally:
-        await consumer.stop()
         await producer.stop()
-    if result is None:
+    if waiting.result is None:
         sys.stderr.write(f"ccc-bridge send: no result within {args.timeout:g} s\n")
         return EXIT_NO_RESULT
-    event, data = result
+    event, data = waiting.result
     say(render(event))
     say(data.model_dump_json(indent=2))
     return 0 if data.status == "succeeded" else EXIT_NOT_SUCCEEDED
 
 
-async def _result(
-    consumer: AIOKafkaConsumer, command_id: str, timeout_s: float
-) -> tuple[dict[str, Any], CommandResult] | None:
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        batches = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
-        for record in (r for batch in batches.values() for r in batch):
-            if record.key != command_id.encode() or record.value is None:
-                continue
+async def _first(
+    reading: asyncio.Task[None], event: asyncio.Event, *, timeout_s: float | None = None
+) -> None:
+    """Until `event` is set, `timeout_s` has passed, or `reading` ended (with its error)."""
+    waiting = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait(
+            {reading, waiting}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        waiting.cancel()
+    if reading.done():
+        reading.result()
+
+
+class _Result:
+    """The result of one command id, read from its results partition."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self.ready = asyncio.Event()  # reading from the end as it was
+        self.found = asyncio.Event()
+        self.result: tuple[dict[str, Any], CommandResult] | None = None
+
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None:  # noqa: ARG002 - the one asked for
+        self.ready.set()
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        pass
+
+    async def take(self, record: Record) -> bool:
+        if record.key != self._key or record.value is None or self.result is not None:
+            return True
+        try:
             event = json.loads(record.value)
-            return event, CommandResult.model_validate(event["data"])
-    return None
+            self.result = event, CommandResult.model_validate(event["data"])
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return True  # under its key, but not a result this service wrote: not it
+        self.found.set()
+        return True

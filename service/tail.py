@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 from collections.abc import Callable, Collection, Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from service.console import (
@@ -24,12 +23,11 @@ from service.console import (
     stop_on_signals,
 )
 from service.kafka.admin import describe_topics
-from service.kafka.connection import client_options
+from service.kafka.consumer import Consumer, Subscription
+from service.kafka.records import Record
 from service.kafka.settings import KafkaSettings
 from service.kafka.topics import SHOWN_TOPICS
 from service.render import render
-
-FETCH_WAIT_MS = 1000
 
 
 async def follow(  # noqa: PLR0913 - the demo's contract: where, what, from where, and two hooks
@@ -49,56 +47,34 @@ async def follow(  # noqa: PLR0913 - the demo's contract: where, what, from wher
     `on_ready` runs once the start positions are fixed, so nothing produced after it is
     missed. Raises UnknownTopicOrPartitionError naming a topic that does not exist.
     """
-    partitions = await _partitions(kafka, topics)
-    consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        seek = consumer.seek_to_beginning if from_beginning else consumer.seek_to_end
-        await seek(*partitions)
-        for partition in partitions:
-            await consumer.position(partition)  # resolves "the end" now, not at the first fetch
-        if on_ready is not None:
-            on_ready()
-        await _consume(consumer, stop, emit, only)
-    finally:
-        await consumer.stop()
-
-
-async def _partitions(kafka: KafkaSettings, topics: list[str]) -> list[TopicPartition]:
     found = await describe_topics(kafka, topics)
     missing = [topic for topic in topics if topic not in found]
     if missing:
         raise UnknownTopicOrPartitionError(f"no such topic: {', '.join(missing)}")
-    return [
-        TopicPartition(topic, partition)
-        for topic in topics
-        for partition in range(found[topic].partitions)
-    ]
+
+    async def show(record: Record) -> bool:
+        if only is None or _event_type(record.value) in only:
+            emit(line(record.value))
+        return True
+
+    subscription = Subscription(
+        tuple(topics), start_from="earliest" if from_beginning else "latest", ordered_by=None
+    )
+    ready = None if on_ready is None else _Ready(on_ready)
+    await Consumer(kafka, subscription, show, name="tail", rebalance=ready).run(stop)
 
 
-async def _consume(
-    consumer: AIOKafkaConsumer,
-    stop: asyncio.Event,
-    emit: Callable[[str], None],
-    only: Collection[str] | None,
-) -> None:
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        while True:
-            fetch = asyncio.create_task(consumer.getmany(timeout_ms=FETCH_WAIT_MS))
-            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not fetch.done():
-                fetch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await fetch
-                return
-            for records in fetch.result().values():
-                for record in records:
-                    if only is None or _event_type(record.value) in only:
-                        emit(line(record.value))
-    finally:
-        stopping.cancel()
+class _Ready:
+    """Calls `on_ready` once the start positions are fixed."""
+
+    def __init__(self, on_ready: Callable[[], None]) -> None:
+        self._on_ready = on_ready
+
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None:  # noqa: ARG002 - all of them, once
+        self._on_ready()
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        pass
 
 
 def _event_type(value: bytes | None) -> str | None:

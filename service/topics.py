@@ -4,6 +4,7 @@ with --create, create the missing ones first."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping
 
 from aiokafka.errors import KafkaError
@@ -18,7 +19,9 @@ from service.console import (
     startup_failed,
 )
 from service.kafka.admin import describe_topics, ensure_topics
-from service.kafka.topics import topic_plan
+from service.kafka.topics import partition_mismatches, topic_plan
+
+EXIT_MISMATCH = 1
 
 
 def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,8 +55,16 @@ async def run(args: argparse.Namespace) -> int:
         else:
             verb = "created" if spec.name in created else "exists"
             status = f"{verb}, {state.partitions} partitions"
+            if state.partitions != spec.partitions:
+                status += " (MISMATCH)"
         planned = f"{spec.partitions} partitions, {_configs(spec.configs)}"
         say(f"{spec.name:<28} {planned:<42} {status}")
+    counts = {name: state.partitions for name, state in found.items()}
+    if mismatches := partition_mismatches(settings.topics, counts):
+        # Existing topics are never changed: a partition count is the operator's to set right
+        # (Kafka can add partitions, which moves keys, but never remove them).
+        sys.stderr.write(f"ccc-bridge topics: partition counts disagree: {'; '.join(mismatches)}\n")
+        return EXIT_MISMATCH
     return 0
 
 

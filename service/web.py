@@ -62,8 +62,11 @@ class Probes:
     kafka_reachable: Callable[[], Awaitable[bool]]
     ccc_answered_at: Callable[[], float | None]
     ask_ccc: Callable[[], Awaitable[object]]
+    # Why writes would go to partitions Kafka does not have; None when none would.
+    partition_problem: Callable[[], Awaitable[str | None]]
     kafka: Probe = field(default_factory=lambda: Probe("not checked yet"))
     ccc: Probe = field(default_factory=lambda: Probe("not checked yet"))
+    partitions: Probe = field(default_factory=lambda: Probe("not checked yet"))
 
     async def run(self, settings: HttpSettings, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -73,6 +76,8 @@ class Probes:
                 self.kafka.problem = f"Kafka did not answer: {error!r}"
             else:
                 self.kafka.problem = None if ok else "Kafka did not answer a metadata request"
+            if self.kafka.problem is None:
+                await self._check_partitions(settings)
             answered = self.ccc_answered_at()
             if answered is None or time.monotonic() - answered > settings.ccc_fresh_s:
                 try:
@@ -85,6 +90,17 @@ class Probes:
                 self.ccc.problem = None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.probe_interval_s)
+
+    async def _check_partitions(self, settings: HttpSettings) -> None:
+        try:
+            problem = await asyncio.wait_for(self.partition_problem(), settings.probe_timeout_s)
+        except Exception as error:  # noqa: BLE001 - whatever it is, the counts are unknown
+            problem = f"partition counts not read: {error!r}"
+        if problem is not None and problem != self.partitions.problem:
+            log.error("kafka_partitions_mismatch", problem=problem)
+        elif problem is None and self.partitions.problem not in (None, "not checked yet"):
+            log.info("kafka_partitions_agree")
+        self.partitions.problem = problem
 
 
 def application(

@@ -1,31 +1,31 @@
 """The command dead letter: what `ccc.commands.dlq` gets for a message that could not be
-parsed or validated."""
+read, parsed or validated."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from service.cloudevents import Outbound
+from pydantic import Field
+
+from service.cloudevents import Outbound, capped
 from service.commands.models import FieldError
+from service.kafka.dead_letters import KeptRecord
 
 DEAD_LETTER = "com.aliyun.ccc.command.dlq"
+MAX_REASON = 8 * 1024  # characters: one line per field error, each cut already
 
 
 class DeadLetter(Outbound):
-    """A command message that could not be parsed or validated, with the reason, its key,
-    headers and value (the first MAX_DEAD_VALUE bytes of a bigger one)."""
+    """A command message that could not be read, parsed or validated: the reason, each bad
+    field, and the record itself (its bytes cut to fit one Kafka record, `record.cut` says)."""
 
     dlq_id: str  # the same for the same message, however often it is rejected
-    reason: str
+    reason: Annotated[str, capped(MAX_REASON)]
     errors: list[FieldError]
     command_id: str | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key_base64: str | None
-    value_base64: str | None
-    value_bytes: int | None  # the original value's size
-    value_truncated: bool = False  # True: only its first MAX_DEAD_VALUE bytes are kept
-    headers: list[tuple[str, str]]  # (name, value in base64)
     rejected_at: datetime
+    record: KeptRecord
+    # Left out to fit a broker that refused the letter for its size: ["errors"], the record's
+    # bytes then all cut too.
+    dropped: list[str] = Field(default_factory=list)

@@ -18,7 +18,6 @@ from typing import Literal
 
 import structlog
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
 from pydantic import Field
 
 from service.cloudevents import Outbound
@@ -31,9 +30,9 @@ from service.commands.models import (
     InvalidCommandError,
     parse_command,
 )
-from service.kafka.connection import client_options
-from service.kafka.producer import OutRecord, PublishError
-from service.kafka.reading import partitions_of
+from service.kafka.consumer import Consumer, Subscription
+from service.kafka.producer import OutRecord, PublishError, RecordTooLargeError
+from service.kafka.records import Record
 from service.kafka.topics import COMMAND_TOPICS
 from service.metrics import HTTP_COMMANDS
 from service.settings import Settings
@@ -81,56 +80,49 @@ class StatusView:
     Memory: about 1.5 KB per command id kept."""
 
     def __init__(self, settings: Settings) -> None:
-        self._kafka = settings.kafka
-        self._commands = {settings.topics.name(topic) for topic in COMMAND_TOPICS.values()}
+        commands = [settings.topics.name(topic) for topic in COMMAND_TOPICS.values()]
         self._ledger_topic = settings.topics.name("ledger")
         self._results_topic = settings.topics.name("command_results")
         self._max_entries = settings.http.status_entries
         # command id -> [ledger value, result value], raw: most are never asked for. A
         # command seen on its topic and nothing else yet is [None, None].
         self._known: OrderedDict[str, list[bytes | None]] = OrderedDict()
-        self.caught_up = asyncio.Event()  # everything there was at the start has been read
+        subscription = Subscription(
+            (*commands, self._ledger_topic, self._results_topic),
+            start_from="earliest",
+            ordered_by=None,  # only taking note: in the fetch loop, in offset order
+        )
+        self._consumer = Consumer(settings.kafka, subscription, self._take, name="status")
+
+    @property
+    def caught_up(self) -> asyncio.Event:
+        """Set once everything there was at the start has been read."""
+        return self._consumer.caught_up
 
     async def run(self, stop: asyncio.Event) -> None:
-        topics = [*self._commands, self._ledger_topic, self._results_topic]
-        assigned = await partitions_of(self._kafka, topics)
-        consumer = AIOKafkaConsumer(**client_options(self._kafka), enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(assigned)
-            await consumer.seek_to_beginning(*assigned)
-            ends = await consumer.end_offsets(assigned)
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
-                for tp, records in batches.items():
-                    for record in records:
-                        self._take(tp.topic, record.key, record.value)
-                if not self.caught_up.is_set():
-                    behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
-                    if not behind:
-                        self.caught_up.set()
-        finally:
-            await consumer.stop()
+        await self._consumer.run(stop)
 
-    def _take(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+    async def _take(self, record: Record) -> bool:
+        key = record.key
         if key is None:
-            return
+            return True
         command_id = key.decode(errors="replace")
         known = self._known.pop(command_id, [None, None])
-        if topic == self._ledger_topic:
-            known[0] = value
-        elif topic == self._results_topic:
-            known[1] = value
+        if record.topic == self._ledger_topic:
+            known[0] = record.value
+        elif record.topic == self._results_topic:
+            known[1] = record.value
         self._known[command_id] = known  # newest last
         if len(self._known) > self._max_entries:
             self._known.popitem(last=False)
+        return True
 
     def status(self, command_id: str) -> CommandStatus | None:
         known = self._known.get(command_id)
         if known is None:
             return None
         ledger_value, result_value = known
-        entry = None if ledger_value is None else Entry.model_validate_json(ledger_value)
+        entry = None if ledger_value is None else _entry_of(ledger_value)
         if entry is not None:
             result = entry.result  # a repeat's `duplicate` result says less than the original
         else:
@@ -149,10 +141,17 @@ class StatusView:
         )
 
 
+def _entry_of(value: bytes) -> Entry | None:
+    try:
+        return Entry.model_validate_json(value)
+    except ValueError:  # not written by this service: nothing to tell
+        return None
+
+
 def _result_of(event: bytes) -> CommandResult | None:
     try:
         return CommandResult.model_validate(json.loads(event)["data"])
-    except (ValueError, KeyError, TypeError):  # not written by this service: nothing to tell
+    except (ValueError, KeyError, TypeError, RecursionError):  # not written by this service
         return None
 
 
@@ -202,6 +201,8 @@ class CommandIngress:
         record = OutRecord(topic, command.command_id.encode(), value)
         try:
             await asyncio.wait_for(self._send_all([record]), self._settings.http.produce_timeout_s)
+        except RecordTooLargeError as error:
+            return _error(413, "too_large", str(error))
         except (TimeoutError, PublishError) as error:
             log.warning("http_command_not_acknowledged", kind=kind, error=repr(error))
             message = (

@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from service.commands.models import CommandResult, CommandSource
+from service.kafka.consumer import read_to_end
 from service.kafka.producer import OutRecord, Producer
-from service.kafka.reading import read_to_end
 from service.kafka.settings import KafkaSettings
 
 

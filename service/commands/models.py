@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticSerializationError, to_json
 
-from service.cloudevents import EventData, Outbound, UtcTime
+from service.cloudevents import EventData, Outbound, UtcTime, capped
 
 CommandKind = Literal["dial", "sms", "appraise"]
 KINDS: tuple[CommandKind, ...] = ("dial", "sms", "appraise")
@@ -167,9 +167,17 @@ _ADAPTERS: dict[CommandKind, TypeAdapter[Any]] = {
 # -- parsing ----------------------------------------------------------------------------
 
 
+# What a rejection may say: enough to act on, and within a Kafka record whatever the input.
+MAX_FIELD_ERRORS = 20
+MAX_REASON = 500  # characters of one field's reason (it may quote the input)
+MAX_FIELD = 200  # characters of a field's path (it may be an unknown key of any length)
+MAX_MESSAGE = 16 * 1024  # characters of a result's error message
+SMALL_MESSAGE = 1024  # of a result made smaller for a broker that refused it for its size
+
+
 class FieldError(Outbound):
-    field: str  # dotted path, "" for the message as a whole
-    reason: str
+    field: Annotated[str, capped(MAX_FIELD)]  # dotted path, "" for the message as a whole
+    reason: Annotated[str, capped(MAX_REASON)]
 
 
 class InvalidCommandError(Exception):
@@ -183,6 +191,12 @@ class InvalidCommandError(Exception):
         instance_id: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        if len(errors) > MAX_FIELD_ERRORS:
+            more = len(errors) - MAX_FIELD_ERRORS + 1
+            errors = [
+                *errors[: MAX_FIELD_ERRORS - 1],
+                FieldError(field="", reason=f"and {more} more errors, not listed"),
+            ]
         super().__init__(errors)
         self.errors = errors
         self.command_id = command_id
@@ -311,8 +325,9 @@ Status = Literal["succeeded", "failed", "rejected", "expired", "duplicate", "ind
 
 
 class CommandError(Outbound):
-    code: str  # CCC's error code, or the bridge's own (InvalidCommandError, Expired, ...)
-    message: str
+    # CCC's error code, or the bridge's own (InvalidCommandError, Expired, ...)
+    code: Annotated[str, capped(MAX_FIELD)]
+    message: Annotated[str, capped(MAX_MESSAGE)]
     fields: list[FieldError] = Field(default_factory=list)  # what was wrong with a command
 
 
@@ -360,9 +375,32 @@ class CommandResult(EventData):
     metadata: dict[str, Any]
     source: CommandSource
     original: Outcome | None = None  # a duplicate's: the outcome of the command it repeats
+    # Left out to fit a broker that refused the result for its size.
+    dropped: list[str] = Field(default_factory=list)
 
     def key(self) -> str:
         return self.command_id
+
+    def smaller(self) -> CommandResult:
+        """This result without what may make it large (metadata, field errors; the messages
+        cut), for a broker whose limit is below kafka.max_record_bytes."""
+
+        def lean(error: CommandError | None) -> CommandError | None:
+            if error is None:
+                return None
+            return error.model_copy(update={"message": error.message[:SMALL_MESSAGE], "fields": []})
+
+        original = self.original
+        if original is not None:
+            original = original.model_copy(update={"error": lean(original.error)})
+        return self.model_copy(
+            update={
+                "metadata": {},
+                "error": lean(self.error),
+                "original": original,
+                "dropped": ["metadata", "error.fields"],
+            }
+        )
 
     def outcome(self) -> Outcome:
         return Outcome.model_validate(self.model_dump(include=set(Outcome.model_fields)))

@@ -26,11 +26,10 @@ import contextlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from service.cloudevents import Publisher
@@ -44,7 +43,8 @@ from service.events.pollers import (
     streams,
 )
 from service.kafka.acked import retried
-from service.kafka.connection import client_options
+from service.kafka.consumer import Consumer, Subscription
+from service.kafka.records import Record
 from service.metrics import INSTANCE_POLLED
 from service.settings import Settings
 
@@ -55,7 +55,8 @@ WATCH_INTERVAL_S = 0.2  # how soon a stop or a failed poll loop is seen
 # state-log cycle over many agents takes seconds); under the consumer's 40 s request
 # timeout, which its JoinGroup request must outlast.
 REBALANCE_TIMEOUT_MS = 30_000
-ASSIGNOR = RoundRobinPartitionAssignor
+# Round robin: it deals partitions out in order, so replicas' instance counts differ by one.
+ASSIGNOR: Literal["roundrobin"] = "roundrobin"
 
 
 def instances_of(
@@ -85,7 +86,7 @@ class Polled:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-class Pollers(ConsumerRebalanceListener):  # type: ignore[misc] # untyped base
+class Pollers:
     """The poll loops of the instances this process owns: every configured one (`pollers.split`
     `none`), or its share by group assignment (`group`)."""
 
@@ -106,7 +107,7 @@ class Pollers(ConsumerRebalanceListener):  # type: ignore[misc] # untyped base
         self._holding = False  # polling what it owns (in a group: joined, not rebalancing)
         self._failure: BaseException | None = None  # of a poll loop: it ends the service
         self._stop = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: Consumer | None = None
 
     def assignment_problem(self) -> str | None:
         """For /readyz: None while this process polls its share of the instances (which may
@@ -132,10 +133,7 @@ class Pollers(ConsumerRebalanceListener):  # type: ignore[misc] # untyped base
     async def _poll_all(self, stop: asyncio.Event) -> None:
         try:
             await self._take(self._instances)
-            while not stop.is_set():
-                self._raise_failure()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), WATCH_INTERVAL_S)
+            await self._watch(stop)
             await self._release()
             self._raise_failure()
         finally:
@@ -143,51 +141,52 @@ class Pollers(ConsumerRebalanceListener):  # type: ignore[misc] # untyped base
 
     async def _poll_share(self, stop: asyncio.Event) -> None:
         pollers = self._settings.pollers
-        consumer = self._consumer = AIOKafkaConsumer(
-            **client_options(self._settings.kafka),
+        subscription = Subscription(
+            (self._topic,),
             group_id=pollers.group_id,
-            enable_auto_commit=False,  # nothing to commit: the topic holds no records
-            partition_assignment_strategy=(ASSIGNOR,),
+            assignor=ASSIGNOR,
             session_timeout_ms=pollers.session_timeout_ms,
-            heartbeat_interval_ms=pollers.session_timeout_ms // 3,
             rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
         )
-        consumer.subscribe([self._topic], listener=self)
+        # Nothing ever comes; being in the group is the point. At stop the runtime calls
+        # `revoked` before leaving it: the next owners start from the final checkpoints, and
+        # at once rather than after the session timeout.
+        self._consumer = Consumer(
+            self._settings.kafka, subscription, _no_records, name="pollers", rebalance=self
+        )
         try:
-            await consumer.start()
-            while not stop.is_set():
-                self._raise_failure()
-                # Nothing ever comes: asking keeps the member in the group (max_poll_interval).
-                await consumer.getmany(timeout_ms=int(WATCH_INTERVAL_S * 1000))
-            # Before leaving the group: the next owners start from the final checkpoints, and
-            # at once rather than after the session timeout.
-            await self._release()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch(stop))
+                await self._consumer.run(stop)
             self._raise_failure()
         finally:
-            await self._cancel()  # first: no loop may outlive this member's share
-            await consumer.stop()
+            await self._cancel()  # no loop may outlive this member's share
 
-    async def on_partitions_revoked(
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Until `stop`: a poll loop that failed ends this with its error."""
+        while not stop.is_set():
+            self._raise_failure()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_INTERVAL_S)
+
+    async def revoked(
         self,
-        revoked: Collection[TopicPartition],  # noqa: ARG002 - eager rebalancing: all of them
+        partitions: frozenset[TopicPartition],  # noqa: ARG002 - eager rebalancing: all of them
     ) -> None:
         # Everything is revoked, then reassigned. The loops stop before this returns, so no
         # instance's next owner starts before its final checkpoint.
         self._holding = False
         await self._release()
 
-    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
-        try:
-            await self._assigned({tp.partition for tp in assigned})
-        except Exception as error:  # noqa: BLE001 - aiokafka would only log it, leaving this replica holding instances nobody polls
-            self._failure = self._failure or error
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        await self._assigned({tp.partition for tp in partitions})
 
     async def _assigned(self, partitions: set[int]) -> None:
         owned: list[str] = []
         if partitions and self._consumer is not None:
             # The count the assignor dealt out, not topics.partitions: an existing topic may
             # have been created with another.
-            count = len(self._consumer.partitions_for_topic(self._topic) or ())
+            count = self._consumer.partition_count(self._topic)
             owned = instances_of(partitions, self._instances, count)
         lost = sorted(self._owned.keys() - set(owned))
         for instance_id in lost:
@@ -242,7 +241,7 @@ class Pollers(ConsumerRebalanceListener):  # type: ignore[misc] # untyped base
                 instance_id=instance_id,
             )
             task = asyncio.create_task(loop)
-            task.add_done_callback(self._watch)
+            task.add_done_callback(self._note_failure)
             polled.tasks.append(task)
         INSTANCE_POLLED.labels(instance_id).set(1)
 
@@ -267,10 +266,14 @@ class Pollers(ConsumerRebalanceListener):  # type: ignore[misc] # untyped base
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _watch(self, task: asyncio.Task[None]) -> None:
+    def _note_failure(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             self._failure = task.exception()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
+
+
+async def _no_records(record: Record) -> bool:  # noqa: ARG001 - the topic holds none
+    return True

@@ -8,11 +8,15 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import structlog
+
 from service.cloudevents import Emitted, envelope
+from service.kafka.consumer import read_to_end
 from service.kafka.producer import OutRecord, Producer, partition_for
-from service.kafka.reading import read_to_end
 from service.kafka.settings import KafkaSettings, TopicSettings
 from service.metrics import EVENTS_PUBLISHED
+
+log = structlog.get_logger(__name__)
 
 
 class EventPublisher:
@@ -73,7 +77,13 @@ class CheckpointStore:
         found: dict[str, dict[str, Any]] = {}
         for record in await read_to_end(self._kafka, [self._topic], holding):
             if record.key in wanted and record.value is not None:
-                found[record.key.decode()] = json.loads(record.value)  # later ones win
+                try:
+                    found[record.key.decode()] = json.loads(record.value)  # later ones win
+                except (ValueError, RecursionError):
+                    # Not written by this service: the one before it stands.
+                    log.warning(
+                        "checkpoint_unreadable", key=record.key.decode(), offset=record.offset
+                    )
         for key in keys:  # what Kafka lacks is not kept either: it is the truth
             self._latest.pop(key, None)
         self._latest |= found

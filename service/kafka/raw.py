@@ -15,7 +15,7 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.fetch import FetchRequest
 
-from service.kafka.records import Parsed, parse_records
+from service.kafka.batches import Parsed, parse_records
 
 READ_UNCOMMITTED = 0  # the Fetch isolation level the consumers use
 # A broker answers at once when the offset holds records (min_bytes 1), and waits this long

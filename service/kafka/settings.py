@@ -27,6 +27,10 @@ class KafkaSettings(Section):
     compression_type: Literal["gzip", "lz4", "snappy", "zstd"] | None = "lz4"
     linger_ms: int = Field(2, ge=0)
     request_timeout_ms: int = Field(15_000, ge=1000)
+    # Every record the service writes (key, value and headers) is at most this: Kafka's
+    # default limit is 1 MiB (message.max.bytes). Dead letters keep what fits of the record
+    # they stand for; lower it to match a broker with a smaller limit.
+    max_record_bytes: int = Field(1_000_000, ge=128 * 1024)
 
 
 class TopicSettings(Section):

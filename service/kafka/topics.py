@@ -40,3 +40,24 @@ def topic_plan(topics: TopicSettings) -> list[TopicSpec]:
         TopicSpec(topics.name(topic), topics.partitions, topics.replication_factor, config)
         for topic, config in configs.items()
     ]
+
+
+def co_partitioned(topics: TopicSettings) -> list[str]:
+    """The topics that must have one partition count: a command's ledger entries live on the
+    partition number of its command."""
+    return [topics.name(topic) for topic in (*COMMAND_TOPICS.values(), "ledger")]
+
+
+def partition_mismatches(topics: TopicSettings, found: Mapping[str, int]) -> list[str]:
+    """What is wrong with the partition counts `found` (by topic, of those that exist): each
+    topic whose count is not the settings', and co-partitioned topics that disagree."""
+    wrong = [
+        f"{spec.name} has {found[spec.name]} (settings: {spec.partitions})"
+        for spec in topic_plan(topics)
+        if spec.name in found and found[spec.name] != spec.partitions
+    ]
+    counts = {name: found[name] for name in co_partitioned(topics) if name in found}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name} {count}" for name, count in counts.items())
+        wrong.append(f"the command topics and the ledger differ ({listed})")
+    return wrong

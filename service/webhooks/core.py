@@ -8,12 +8,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
-from typing import Literal
+from typing import Annotated, Literal
 
 from tenacity import (
     AsyncRetrying,
@@ -23,8 +23,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from service.cloudevents import Outbound, UtcTime, event_id
-from service.kafka.dead_letters import kept_bytes
+from service.cloudevents import Outbound, UtcTime, capped, event_id
+from service.kafka.dead_letters import KeptRecord
+from service.kafka.records import Record
 from service.webhooks.settings import WebhookEndpoint
 from service.webhooks.signing import signed_headers
 
@@ -32,6 +33,8 @@ WEBHOOK_DEAD_LETTER = "com.aliyun.ccc.webhook.dlq"
 # Tried again besides every 5xx: the receiver timed out, or asked us to slow down.
 RETRIED_STATUSES = frozenset({408, 429})
 MAX_ID_LENGTH = 256  # a header value, not a document
+MAX_TYPE_LENGTH = 256  # CloudEvents types are reverse-DNS names
+MAX_REASON = 1024  # characters of a dead letter's reason
 
 Verdict = Literal["delivered", "retry", "refused"]
 
@@ -54,7 +57,7 @@ def read_event(value: bytes | None) -> EventRef:
         raise UnreadableEventError("no value (a tombstone)")
     try:
         document = json.loads(value)
-    except ValueError as error:  # not UTF-8, or not JSON
+    except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, or nested too deep
         raise UnreadableEventError(f"not JSON: {error}") from None
     if not isinstance(document, dict):
         raise UnreadableEventError("not a JSON object")
@@ -68,8 +71,8 @@ def read_event(value: bytes | None) -> EventRef:
         raise UnreadableEventError(
             f"no CloudEvents id usable as webhook-id (printable ASCII, 1 to {MAX_ID_LENGTH})"
         )
-    if not isinstance(event_type, str) or not event_type:
-        raise UnreadableEventError("no CloudEvents type")
+    if not isinstance(event_type, str) or not 0 < len(event_type) <= MAX_TYPE_LENGTH:
+        raise UnreadableEventError(f"no CloudEvents type (1 to {MAX_TYPE_LENGTH} characters)")
     return EventRef(identifier, event_type)
 
 
@@ -208,55 +211,37 @@ async def _pause(halt: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(halt.wait(), seconds)
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a record came from, and what it held."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key: bytes | None
-    value: bytes | None
-
-
 class WebhookDeadLetter(Outbound):
     """An event a webhook endpoint did not take: refused (a 4xx other than 408 and 429), not
-    delivered by the last attempt, or not a CloudEvent at all. The original key and value
-    are kept (base64, the value cut at 512 KiB), so it can be sent again as it was."""
+    delivered by the last attempt, or not a CloudEvent at all. The record is kept (its bytes
+    cut to fit one Kafka record, `record.cut` says), so it can be sent again as it was."""
 
     dlq_id: str  # the same for the same endpoint and record, however often it is written
     endpoint: str  # the configured name; never its URL or secret
-    reason: str
+    reason: Annotated[str, capped(MAX_REASON)]
     event_id: str | None
     event_type: str | None
     attempts: int  # HTTP requests made; 0 for a record that is not a CloudEvent
     last_status: int | None  # the last answer's HTTP status; None: a timeout or no connection
     last_error: str | None  # the last answer described, e.g. "HTTP 503" or the timeout
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key_base64: str | None
-    value_base64: str | None
-    value_bytes: int | None  # the original value's size
-    value_truncated: bool = False
     dead_at: UtcTime
+    record: KeptRecord
 
 
 def dead_letter(  # noqa: PLR0913 - the letter's facts, by keyword
     endpoint: str,
-    source: Source,
+    record: Record,
     reason: str,
     *,
     event: EventRef | None,
     outcome: Outcome | None,
     at: datetime,
+    kept: KeptRecord,
 ) -> WebhookDeadLetter:
     last = outcome.last if outcome is not None else None
     return WebhookDeadLetter(
         dlq_id=event_id(
-            WEBHOOK_DEAD_LETTER, endpoint, source.topic, source.partition, source.offset
+            WEBHOOK_DEAD_LETTER, endpoint, record.topic, record.partition, record.offset
         ),
         endpoint=endpoint,
         reason=reason,
@@ -265,49 +250,6 @@ def dead_letter(  # noqa: PLR0913 - the letter's facts, by keyword
         attempts=outcome.attempts if outcome is not None else 0,
         last_status=last.status if last is not None else None,
         last_error=last.describe() if last is not None else None,
-        topic=source.topic,
-        partition=source.partition,
-        offset=source.offset,
-        timestamp_ms=source.timestamp_ms,
-        **kept_bytes(source.key, source.value),
         dead_at=at,
+        record=kept,
     )
-
-
-class KeyedTasks:
-    """Runs work so that pieces of one key go one after another, in the order started, and
-    pieces of different keys at once: one key's slow event holds up that key only."""
-
-    def __init__(self) -> None:
-        self._running: set[asyncio.Task[None]] = set()
-        self._last: dict[Hashable, asyncio.Task[None]] = {}  # per key, the latest started
-
-    def __len__(self) -> int:
-        return len(self._running)
-
-    def start(self, key: Hashable, work: Callable[[], Awaitable[None]]) -> None:
-        task = asyncio.create_task(_after(self._last.get(key), work))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-        self._last[key] = task
-        task.add_done_callback(partial(self._forget, key))
-
-    def _forget(self, key: Hashable, task: asyncio.Task[None]) -> None:
-        if self._last.get(key) is task:
-            del self._last[key]
-
-    async def drain(self) -> None:
-        while self._running:
-            await asyncio.wait(set(self._running))
-
-    async def cancel(self) -> None:
-        running = list(self._running)
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-
-
-async def _after(previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]]) -> None:
-    if previous is not None:
-        await asyncio.wait([previous])  # however it ended: the order holds, not the outcome
-    await work()

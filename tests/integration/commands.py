@@ -247,7 +247,8 @@ class Answers:
                     where = (source["topic"], source["partition"], source["offset"])
                     self.results[where].append(document)
                 else:
-                    where = (document["topic"], document["partition"], document["offset"])
+                    kept = document["record"]
+                    where = (kept["topic"], kept["partition"], kept["offset"])
                     self.dead[where].append(document)
 
     def all_results(self) -> list[dict[str, Any]]:
@@ -380,7 +381,7 @@ def check_answers(sent: dict[Where, Message], answers: Answers) -> dict[str, dic
             continue
         assert len({d["dlq_id"] for d in dead}) == 1, context
         letter = dead[-1]
-        assert (letter["key_base64"], letter["value_base64"]) == (
+        assert (letter["record"]["key_base64"], letter["record"]["value_base64"]) == (
             b64(message.key),
             b64(message.value),
         ), context

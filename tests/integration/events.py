@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from service.kafka.reading import read_to_end
+from service.kafka.consumer import read_to_end
 from service.kafka.settings import KafkaSettings, TopicSettings
 from service.kafka.topics import EVENT_TOPICS
 
@@ -19,7 +19,7 @@ class Message:
     partition: int
     offset: int
     key: str
-    headers: dict[str, bytes]
+    headers: dict[str, bytes | None]
     event: dict[str, Any]
 
 
@@ -28,7 +28,12 @@ async def read_events(kafka: KafkaSettings, topics: TopicSettings) -> list[Messa
     records = await read_to_end(kafka, [topics.name(topic) for topic in EVENT_TOPICS])
     return [
         Message(
-            r.topic, r.partition, r.offset, r.key.decode(), dict(r.headers), json.loads(r.value)
+            r.topic,
+            r.partition,
+            r.offset,
+            (r.key or b"").decode(),
+            {name.decode(): value for name, value in r.headers},
+            json.loads(r.value or b""),
         )
         for r in records
     ]

@@ -31,7 +31,6 @@ from service.emulator.config import EmulatorConfig
 from service.emulator.server import EmulatorServer
 from service.kafka.admin import describe_topics
 from service.kafka.connection import client_options
-from service.kafka.dead_letters import MAX_DEAD_VALUE
 from service.kafka.settings import KafkaSettings
 from service.kafka.topics import COMMAND_TOPICS
 from service.settings import Settings
@@ -522,12 +521,18 @@ def _check_dead_letter(probe: Probe, letter: dict[str, Any], results: list[dict[
     context = f"{probe} -> {letter}"
     assert letter["errors"], context
     assert not letter["reason"].startswith("message: internal error"), context  # a bug caught
-    # The value whole, or its first MAX_DEAD_VALUE bytes when it would not fit a message.
-    kept = None if probe.value is None else probe.value[:MAX_DEAD_VALUE]
-    assert (letter["key_base64"], letter["value_base64"]) == (b64(probe.key), b64(kept))
-    assert letter["value_bytes"] == (None if probe.value is None else len(probe.value))
-    assert letter["value_truncated"] == (kept != probe.value)
-    assert letter["headers"] == [[name, b64(value)] for name, value in probe.headers]
+    # The record whole, or the start of its value when the letter would not fit a message.
+    record = letter["record"]
+    assert record["key_base64"] == b64(probe.key), context
+    assert record["value_bytes"] == (None if probe.value is None else len(probe.value))
+    if probe.value is None:
+        assert record["value_base64"] is None
+    else:
+        kept = base64.b64decode(record["value_base64"])
+        assert probe.value.startswith(kept), context
+        assert ("value" in record["cut"]) == (kept != probe.value), context
+    headers = [[b64(name.encode()), b64(value)] for name, value in probe.headers]
+    assert record["headers_base64"] == headers, context
     if probe.field is not None:
         assert probe.field in [e["field"] for e in letter["errors"]], context
     # A rejection readable enough to have a command id is answered under it too.

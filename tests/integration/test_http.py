@@ -11,16 +11,18 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka.admin import NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.console import StartupError
 from service.emulator.server import EmulatorServer
-from service.kafka.admin import ensure_topics
-from service.kafka.producer import OutRecord, Producer
+from service.kafka.admin import admin_client, ensure_topics
+from service.kafka.producer import OutRecord, Producer, partition_for
 from service.settings import CommandSettings, HttpSettings, Settings
 from tests.inspection import eventually
+from tests.integration.commands import Message, dial_ex, send
 from tests.integration.pipeline import INSTANCE, free_port, in_process, service_settings
 
 
@@ -154,3 +156,46 @@ async def test_a_port_in_use_is_a_startup_error_naming_it(
         )
         with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}: "):
             await run_service(settings, asyncio.Event())
+
+
+async def test_a_ledger_with_fewer_partitions_than_the_command_topics_makes_it_unready(
+    emulator_busy: EmulatorServer,
+) -> None:
+    """The broker loses its topics (the embedded one, restarted) and the ledger comes back
+    with 2 partitions beside command topics of 6: /readyz says so, and a command whose ledger
+    entry would go to a partition the ledger lacks is named too, its write retried."""
+    async with EmbeddedBroker() as broker:
+        settings = with_http(
+            service_settings(emulator_busy, broker.bootstrap_servers), commands=True
+        )
+        ledger = settings.topics.name("ledger")
+        async with in_process(settings) as (_, service):
+            await eventually(lambda: status_is(settings, 200), deadline_s=30)
+            await broker.restart()
+            async with admin_client(settings.kafka) as admin:
+                await admin.create_topics([NewTopic(ledger, 2, 1)])
+            await ensure_topics(settings.kafka, settings.topics)  # the rest, with 6
+
+            async def why() -> str:
+                status, body = await get(settings, "/readyz")
+                return json.loads(body)["failing"].get("partitions", "") if status == 503 else ""
+
+            async def counts_named() -> bool:
+                return "the command topics and the ledger need the same number" in await why()
+
+            await eventually(counts_named, deadline_s=30)
+            command_id = next(
+                f"c-{n}" for n in range(100) if partition_for(f"c-{n}".encode(), range(6)) >= 2
+            )
+            await send(settings, [dial_message(command_id)])
+
+            async def partition_named() -> bool:
+                return f"{ledger} has no partition" in await why()
+
+            await eventually(partition_named, deadline_s=30)
+            assert not service.done(), "not ready, but running"
+
+
+def dial_message(command_id: str) -> Message:
+    value = json.dumps(dial_ex(command_id, "13900000031")).encode()
+    return Message("dial", command_id.encode(), value, "first", command_id, "13900000031")

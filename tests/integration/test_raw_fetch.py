@@ -21,9 +21,10 @@ from aiokafka.errors import (
 )
 
 from service.kafka.admin import admin_client
+from service.kafka.batches import Parsed
 from service.kafka.connection import client_options
 from service.kafka.raw import fetch_raw
-from service.kafka.records import Parsed, Record
+from service.kafka.records import Record
 from service.kafka.settings import KafkaSettings
 from tests.integration.raw import Compression, RawRecord, batch_with, produce_raw
 

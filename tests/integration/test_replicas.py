@@ -27,7 +27,7 @@ from service.broker import EmbeddedBroker
 from service.emulator.config import EmulatorConfig
 from service.emulator.server import EmulatorServer
 from service.kafka.admin import ensure_topics
-from service.kafka.reading import read_to_end
+from service.kafka.consumer import read_to_end
 from service.settings import CommandSettings, HttpSettings, Settings
 from tests.inspection import eventually, inspect
 from tests.integration.events import conflicting_ids, ms
@@ -164,9 +164,13 @@ async def last_checkpoints(
     topic = settings.topics.name("checkpoints")
     saved: dict[str, int] = {}
     for record in await read_to_end(settings.kafka, [topic]):
-        instance, stream = record.key.decode().split(":")
-        if instance in instances and stream == "agent-state-logs" and record.timestamp < before_ms:
-            saved[instance] = json.loads(record.value)["watermark_ms"]  # oldest first
+        instance, stream = (record.key or b"").decode().split(":")
+        if (
+            instance in instances
+            and stream == "agent-state-logs"
+            and (record.timestamp_ms or 0) < before_ms
+        ):
+            saved[instance] = json.loads(record.value or b"")["watermark_ms"]  # oldest first
     return saved
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from service.emulator.config import EmulatorConfig
 from service.emulator.server import EmulatorServer
-from service.kafka.reading import read_to_end
+from service.kafka.consumer import read_to_end
 from service.kafka.settings import KafkaSettings
 from service.settings import Settings
 from tests.inspection import inspect
@@ -59,7 +59,7 @@ async def test_send_sms_waits_for_and_prints_its_result(
     assert sent[0]["template_param"] == {"code": "1234"}
 
     records = await read_to_end(settings.kafka, [settings.topics.name("commands_sms")])
-    assert [(r.key, json.loads(r.value)["command_id"]) for r in records] == [
+    assert [(r.key, json.loads(r.value or b"")["command_id"]) for r in records] == [
         (b"sms-cli-1", "sms-cli-1")
     ]
 

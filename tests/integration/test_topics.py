@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import socket
 
-from service.kafka.admin import describe_topics, ensure_topics
+from aiokafka.admin import NewTopic
+
+from service.kafka.admin import admin_client, describe_topics, ensure_topics
 from service.kafka.settings import KafkaSettings, TopicSettings
 from service.kafka.topics import topic_plan
 from tests.integration.kafka_io import run_cli
@@ -88,4 +90,23 @@ async def test_topics_command_with_a_bad_config_says_so_in_one_line() -> None:
     code, _, err = await run_cli("topics", env={"CCC_BRIDGE_TOPICS__PARTITIONS": "none"})
     assert code == 2
     assert err.startswith("ccc-bridge topics: bad configuration: topics.partitions: ")
+    assert err.count("\n") == 1
+
+
+async def test_topics_command_exits_1_naming_topics_whose_partitions_disagree(
+    kafka_settings: KafkaSettings, topic_settings: TopicSettings
+) -> None:
+    """A ledger made with 3 partitions (by hand, or auto-created by a broker that lost its
+    topics) beside command topics of 2: `--create` leaves it, and says it is wrong."""
+    ledger = topic_settings.name("ledger")
+    async with admin_client(kafka_settings) as admin:
+        await admin.create_topics([NewTopic(ledger, 3, 1)])
+    code, out, err = await run_cli("topics", "--create", env=env(kafka_settings, topic_settings))
+    assert code == 1
+    by_name = {line.split()[0]: line for line in out.splitlines()}
+    assert by_name[ledger].endswith(" exists, 3 partitions (MISMATCH)")
+    assert by_name[topic_settings.name("calls")].endswith(" created, 2 partitions")
+    assert err.startswith("ccc-bridge topics: partition counts disagree: ")
+    assert f"{ledger} has 3 (settings: 2)" in err
+    assert "the command topics and the ledger differ" in err
     assert err.count("\n") == 1

@@ -9,28 +9,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
-from aiohttp import web
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from prometheus_client import REGISTRY
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from service.broker import EmbeddedBroker
 from service.cloudevents import CloudEvent, EventData, envelope, event_id
 from service.emulator.server import EmulatorServer
 from service.kafka.admin import ensure_topics
+from service.kafka.consumer import read_to_end
 from service.kafka.producer import Producer
-from service.kafka.reading import read_to_end
 from service.kafka.settings import KafkaSettings, TopicSettings
 from service.schemas import MESSAGES, json_schema
 from service.settings import CommandSettings, HttpSettings, Settings
@@ -41,106 +36,12 @@ from tests import samples
 from tests.inspection import eventually
 from tests.integration.kafka_io import produce, produce_events
 from tests.integration.pipeline import free_port, in_process, service_settings
+from tests.integration.webhooks import Receiver, endpoint, new_secret
 
 CHANGED = "com.aliyun.ccc.agent.state.changed"
 DEAD_LETTER_SCHEMA = Draft202012Validator(
     json_schema(next(m for m in MESSAGES if m.name == WEBHOOK_DEAD_LETTER))
 )
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
-
-
-@dataclass(frozen=True)
-class Delivery:
-    id: str
-    type: str
-    body: bytes
-    headers: Mapping[str, str]
-
-
-class Receiver:
-    """A webhook receiver on loopback, as a user would write one: it verifies every request
-    with the reference library and answers 204, or what `script` says for an event's first
-    attempts, 503 while `down`; with `hang`, it never answers."""
-
-    def __init__(
-        self,
-        secret: str,
-        script: Mapping[str, list[tuple[int, dict[str, str]]]] | None = None,
-        *,
-        hang: bool = False,
-    ) -> None:
-        self.secret = secret
-        self.script = {event: list(answers) for event, answers in (script or {}).items()}
-        self.hang = hang
-        self.down = False
-        self.attempts: Counter[str] = Counter()  # by webhook-id
-        self.attempt_times: defaultdict[str, list[float]] = defaultdict(list)
-        self.delivered: list[Delivery] = []  # answered 2xx, in the order they came
-        self.forged: list[str] = []  # requests the verifier refused
-        self.url = ""
-        self._release = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = dict(request.headers)
-        webhook_id = headers.get("webhook-id", "")
-        self.attempts[webhook_id] += 1
-        self.attempt_times[webhook_id].append(time.monotonic())
-        if self.hang:
-            await self._release.wait()
-            return web.Response(status=503)
-        try:
-            event = Webhook(self.secret).verify(body, headers)
-        except WebhookVerificationError as error:
-            self.forged.append(f"{webhook_id}: {error}")
-            return web.Response(status=401)
-        if self.down:
-            return web.Response(status=503)
-        if self.script.get(webhook_id):
-            status, answer_headers = self.script[webhook_id].pop(0)
-            return web.Response(status=status, headers=answer_headers, text="scripted")
-        self.delivered.append(Delivery(event["id"], event["type"], body, headers))
-        return web.Response(status=204)
-
-    def ids(self) -> Counter[str]:
-        return Counter(delivery.id for delivery in self.delivered)
-
-
-def endpoint(name: str, receiver: Receiver, **changes: Any) -> WebhookEndpoint:
-    """Quick to retry and to give up, as tests need."""
-    fields = {
-        "name": name,
-        "url": receiver.url,
-        "secret": receiver.secret,
-        "timeout_s": 2.0,
-        "max_attempts": 4,
-        "backoff_initial_s": 0.05,
-        "backoff_max_s": 2.0,
-    }
-    return WebhookEndpoint.model_validate(fields | changes)
 
 
 def with_webhooks(
@@ -220,7 +121,7 @@ async def publish(settings: Settings, events: list[CloudEvent[EventData]]) -> di
 
 async def dead_letters(settings: Settings) -> list[dict[str, Any]]:
     records = await read_to_end(settings.kafka, [settings.topics.name("webhook_dlq")])
-    letters = [json.loads(record.value) for record in records]
+    letters = [json.loads(record.value or b"") for record in records]
     for letter in letters:
         DEAD_LETTER_SCHEMA.validate(letter)
     return letters
@@ -351,13 +252,14 @@ def check_first_letters(
     gone = by_endpoint[names["all"], refused]
     assert (gone["attempts"], gone["last_status"], gone["event_type"]) == (1, 410, CHANGED)
     assert gone["reason"] == "the endpoint refused it, not retried: HTTP 410: scripted"
-    assert base64.b64decode(gone["value_base64"]) == refused_value
-    assert base64.b64decode(gone["key_base64"]) == b"ccc-demo:agent-1"
+    assert base64.b64decode(gone["record"]["value_base64"]) == refused_value
+    assert base64.b64decode(gone["record"]["key_base64"]) == b"ccc-demo:agent-1"
     for name in names.values():
         bad = by_endpoint[name, None]
         assert bad["reason"].startswith("not a CloudEvent: not JSON")
-        assert (bad["attempts"], bad["event_type"], bad["topic"]) == (0, None, calls_topic)
-        assert base64.b64decode(bad["value_base64"]) == b"\x00not json"
+        assert (bad["attempts"], bad["event_type"]) == (0, None)
+        assert bad["record"]["topic"] == calls_topic
+        assert base64.b64decode(bad["record"]["value_base64"]) == b"\x00not json"
 
 
 # -- a dead endpoint ------------------------------------------------------------------------
@@ -425,9 +327,9 @@ async def test_dead_endpoints_do_not_hold_up_a_healthy_one_and_end_in_the_dlq(
         by_endpoint[letter["endpoint"]].append(letter)
         assert letter["event_type"] == CHANGED
         assert letter["last_status"] is None
-        assert letter["topic"] == settings.topics.name("agent_states")
-        assert base64.b64decode(letter["value_base64"]) == sent[letter["event_id"]]
-        assert base64.b64decode(letter["key_base64"]).startswith(b"ccc-demo:agent-")
+        assert letter["record"]["topic"] == settings.topics.name("agent_states")
+        assert base64.b64decode(letter["record"]["value_base64"]) == sent[letter["event_id"]]
+        assert base64.b64decode(letter["record"]["key_base64"]).startswith(b"ccc-demo:agent-")
     assert set(by_endpoint) == {names["hung"], names["gone"]}
     for name, attempts in ((names["hung"], 3), (names["gone"], 2)):
         assert {letter["event_id"] for letter in by_endpoint[name]} == set(sent)

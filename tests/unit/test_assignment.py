@@ -17,6 +17,7 @@ from service.ccc.errors import CccApiError
 from service.ccc.settings import CccSettings
 from service.cloudevents import Emitted
 from service.events.assignment import ASSIGNOR, Pollers, instances_of
+from service.kafka.consumer import ASSIGNORS
 from service.settings import PollerSettings, Settings
 from tests.inspection import eventually
 
@@ -54,8 +55,9 @@ def test_replicas_holding_two_partitions_each_poll_two_of_six_instances() -> Non
 def shares(instances: list[str], partitions: int, members: int) -> list[list[str]]:
     """The instances each member polls, as the group's assignor deals the partitions out."""
     cluster = SimpleNamespace(partitions_for_topic=lambda _: set(range(partitions)))
-    metadata = ASSIGNOR.metadata(["pollers"])
-    dealt = ASSIGNOR.assign(cluster, {f"member-{m:02}": metadata for m in range(members)})
+    assignor = ASSIGNORS[ASSIGNOR]
+    metadata = assignor.metadata(["pollers"])
+    dealt = assignor.assign(cluster, {f"member-{m:02}": metadata for m in range(members)})
     return [
         instances_of({tp.partition for tp in assignment.partitions()}, instances, partitions)
         for assignment in dealt.values()

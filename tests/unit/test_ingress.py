@@ -21,6 +21,7 @@ from service.commands.ingress import CommandIngress, StatusView
 from service.commands.ledger import Entry
 from service.commands.models import KINDS, CommandResult, CommandSource
 from service.kafka.producer import OutRecord, PublishError
+from service.kafka.records import Record
 from service.openapi import openapi_document
 from service.settings import HttpSettings, Settings
 from service.web import Readiness, application
@@ -252,8 +253,8 @@ def event(data: CommandResult) -> bytes:
     return json.dumps({"specversion": "1.0", "data": data.model_dump(mode="json")}).encode()
 
 
-def feed(view: StatusView, topic: str, value: bytes | None, key: str = "c-1") -> None:
-    view._take(f"ccc.{topic}", key.encode(), value)
+async def feed(view: StatusView, topic: str, value: bytes | None, key: str = "c-1") -> None:
+    assert await view._take(Record(f"ccc.{topic}", 0, 0, None, key.encode(), value))
 
 
 async def status(client: TestClient[Any, Any], command_id: str = "c-1") -> tuple[int, Any]:
@@ -277,7 +278,7 @@ async def test_status_is_503_until_the_view_caught_up_then_404_for_an_unknown_id
 async def test_status_follows_the_ledger_and_keeps_the_original_outcome(serve: Serve) -> None:
     view = StatusView(SETTINGS)
     client = await serve(view=view)
-    feed(view, "commands.dial", json.dumps(DIAL).encode())
+    await feed(view, "commands.dial", json.dumps(DIAL).encode())
     assert await status(client) == (
         200,
         {
@@ -289,8 +290,8 @@ async def test_status_follows_the_ledger_and_keeps_the_original_outcome(serve: S
         },
     )
     started = Entry(state="started", source=SOURCE, action="DialEx")
-    feed(view, "bridge.ledger", started.model_dump_json().encode())
-    feed(view, "commands.dial", json.dumps(DIAL).encode())  # sent again meanwhile
+    await feed(view, "bridge.ledger", started.model_dump_json().encode())
+    await feed(view, "commands.dial", json.dumps(DIAL).encode())  # sent again meanwhile
     assert await status(client) == (
         200,
         {
@@ -303,10 +304,10 @@ async def test_status_follows_the_ledger_and_keeps_the_original_outcome(serve: S
     )
     done = result("succeeded", task_id="t-9")
     entry = Entry(state="done", source=SOURCE, action="DialEx", result=done)
-    feed(view, "bridge.ledger", entry.model_dump_json().encode())
-    feed(view, "commands.results", event(done))
+    await feed(view, "bridge.ledger", entry.model_dump_json().encode())
+    await feed(view, "commands.results", event(done))
     repeat = result("duplicate", action=None, original=done.outcome())
-    feed(view, "commands.results", event(repeat))
+    await feed(view, "commands.results", event(repeat))
     code, body = await status(client)
     assert code == 200
     assert (body["state"], body["ledger_state"]) == ("done", "done")
@@ -317,8 +318,8 @@ async def test_a_command_never_executed_shows_its_result_alone(serve: Serve) -> 
     view = StatusView(SETTINGS)
     client = await serve(view=view)
     rejected = result("rejected", action=None)
-    feed(view, "commands.results", event(rejected))
-    feed(view, "commands.results", b"not an event", key="c-2")
+    await feed(view, "commands.results", event(rejected))
+    await feed(view, "commands.results", b"not an event", key="c-2")
     code, body = await status(client)
     assert (code, body["state"], body["ledger_state"]) == (200, "done", None)
     assert body["result"]["status"] == "rejected"
@@ -326,14 +327,27 @@ async def test_a_command_never_executed_shows_its_result_alone(serve: Serve) -> 
     assert (code, body["result"]) == (200, None)  # seen, but nothing readable to tell
 
 
-def test_the_view_keeps_the_newest_ids_only() -> None:
+async def test_bytes_not_written_by_the_service_tell_nothing_and_break_nothing(
+    serve: Serve,
+) -> None:
+    view = StatusView(SETTINGS)
+    client = await serve(view=view)
+    nested = b"[" * 100_000 + b"]" * 100_000
+    for command_id, value in (("d-1", nested), ("d-2", b"\xff\xfe"), ("d-3", b'{"state": 1}')):
+        await feed(view, "bridge.ledger", value, key=command_id)
+        await feed(view, "commands.results", nested, key=command_id)
+        code, body = await status(client, command_id)
+        assert (code, body["ledger_state"], body["result"]) == (200, None, None), command_id
+
+
+async def test_the_view_keeps_the_newest_ids_only() -> None:
     settings = SETTINGS.model_copy(
         update={"http": SETTINGS.http.model_copy(update={"status_entries": 2})}
     )
     view = StatusView(settings)
     entry = Entry(state="started", source=SOURCE).model_dump_json().encode()
     for command_id in ("a", "b", "a", "c"):  # `a` seen again is newer than `b`
-        feed(view, "bridge.ledger", entry, key=command_id)
+        await feed(view, "bridge.ledger", entry, key=command_id)
     assert [view.status(c) is not None for c in ("a", "b", "c")] == [True, False, True]
 
 

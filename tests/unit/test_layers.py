@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = ROOT / "service"
 CONSUMER_RUNTIME = SERVICE / "kafka" / "consumer.py"
@@ -45,9 +43,6 @@ def imports_a_consumer(tree: ast.Module) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the consumer runtime (issue 11) replaces the remaining direct consumers"
-)
 def test_only_the_consumer_runtime_imports_a_kafka_consumer() -> None:
     direct = [
         str(path.relative_to(ROOT))

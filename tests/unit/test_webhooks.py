@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
 from tenacity import AsyncRetrying, RetryCallState
 
-from service.kafka.dead_letters import MAX_DEAD_VALUE
+from service.kafka.dead_letters import keep
+from service.kafka.records import Record
 from service.schemas import MESSAGES, json_schema
 from service.settings import Settings, load_settings
 from service.validation import field_errors
@@ -28,10 +29,9 @@ from service.webhooks.core import (
     Answer,
     Backoff,
     EventRef,
-    KeyedTasks,
     Outcome,
-    Source,
     UnreadableEventError,
+    WebhookDeadLetter,
     dead_letter,
     deliver,
     read_event,
@@ -333,16 +333,20 @@ async def test_a_halt_ends_a_backoff_at_once_and_leaves_the_event() -> None:
 
 
 def test_a_dead_letter_keeps_the_event_whole_and_names_the_endpoint_only() -> None:
-    source = Source("ccc.calls", 1, 42, 1_764_000_000_000, b"ccc-1:100", BODY)
+    record = Record("ccc.calls", 1, 42, 1_764_000_000_000, b"ccc-1:100", BODY)
     outcome = Outcome("failed", 6, Answer(error="no answer within 10 s"))
     at = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-    letter = dead_letter("crm", source, outcome.reason(), event=EVENT, outcome=outcome, at=at)
-    again = dead_letter("crm", source, outcome.reason(), event=EVENT, outcome=outcome, at=at)
-    assert letter.dlq_id == again.dlq_id
-    assert letter.dlq_id != dead_letter("erp", source, "x", event=None, outcome=None, at=at).dlq_id
-    document = json.loads(letter.model_dump_json())
+    kept = keep(record, 1 << 20)
+
+    def letter(endpoint: str, event: EventRef | None = EVENT) -> WebhookDeadLetter:
+        reason = outcome.reason()
+        return dead_letter(endpoint, record, reason, event=event, outcome=outcome, at=at, kept=kept)
+
+    assert letter("crm").dlq_id == letter("crm").dlq_id
+    assert letter("crm").dlq_id != letter("erp", None).dlq_id
+    document = json.loads(letter("crm").model_dump_json())
     assert document == {
-        "dlq_id": letter.dlq_id,
+        "dlq_id": letter("crm").dlq_id,
         "endpoint": "crm",
         "reason": "no success in 6 attempts, the last: no answer within 10 s",
         "event_id": "e-1",
@@ -350,60 +354,20 @@ def test_a_dead_letter_keeps_the_event_whole_and_names_the_endpoint_only() -> No
         "attempts": 6,
         "last_status": None,
         "last_error": "no answer within 10 s",
-        "topic": "ccc.calls",
-        "partition": 1,
-        "offset": 42,
-        "timestamp_ms": 1_764_000_000_000,
-        "key_base64": base64.b64encode(b"ccc-1:100").decode(),
-        "value_base64": base64.b64encode(BODY).decode(),
-        "value_bytes": len(BODY),
-        "value_truncated": False,
         "dead_at": "2026-11-24T12:00:00Z",
+        "record": {
+            "topic": "ccc.calls",
+            "partition": 1,
+            "offset": 42,
+            "timestamp_ms": 1_764_000_000_000,
+            "key_base64": base64.b64encode(b"ccc-1:100").decode(),
+            "key_bytes": 9,
+            "value_base64": base64.b64encode(BODY).decode(),
+            "value_bytes": len(BODY),
+            "headers_base64": [],
+            "headers_count": 0,
+            "cut": [],
+        },
     }
     schema = next(m for m in MESSAGES if m.name == WEBHOOK_DEAD_LETTER)
     Draft202012Validator(json_schema(schema)).validate(document)
-
-
-def test_a_dead_letter_cuts_a_huge_value() -> None:
-    huge = b"x" * (MAX_DEAD_VALUE + 1)
-    source = Source("ccc.calls", 0, 1, None, None, huge)
-    at = datetime.now(UTC)
-    letter = dead_letter("crm", source, "not a CloudEvent", event=None, outcome=None, at=at)
-    assert letter.value_truncated
-    assert letter.value_bytes == len(huge)
-    assert len(base64.b64decode(letter.value_base64 or "")) == MAX_DEAD_VALUE
-    assert (letter.attempts, letter.last_status, letter.key_base64) == (0, None, None)
-
-
-# -- per-key order --------------------------------------------------------------------------
-
-
-async def test_one_key_goes_in_order_while_other_keys_go_past() -> None:
-    tasks = KeyedTasks()
-    done: list[str] = []
-    release, b_done = asyncio.Event(), asyncio.Event()
-
-    def piece(name: str, gate: asyncio.Event | None = None, *, fail: bool = False) -> None:
-        async def work() -> None:
-            if gate is not None:
-                await gate.wait()
-            done.append(name)
-            if name == "b2":
-                b_done.set()
-            if fail:
-                raise RuntimeError(name)
-
-        tasks.start(name[0], work)
-
-    piece("a1", release, fail=True)
-    piece("a2")
-    piece("b1")
-    piece("a3")
-    piece("b2")
-    assert len(tasks) == 5
-    await b_done.wait()
-    assert done == ["b1", "b2"], "b is not held up by a's slow first piece"
-    release.set()
-    await tasks.drain()
-    assert done == ["b1", "b2", "a1", "a2", "a3"], "a in order, a1's failure not stopping a2"
-    assert len(tasks) == 0

@@ -14,7 +14,8 @@ from aiokafka.record.util import calc_crc32c
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.kafka.records import Parsed, Record, parse_records
+from service.kafka.batches import Parsed, parse_records
+from service.kafka.records import Record
 from tests.integration.raw import Compression, RawRecord, batch_with
 
 TOPIC = "t"
