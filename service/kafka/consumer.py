@@ -6,8 +6,9 @@ touches aiokafka's consumer.
 What it owns, so that no handler has its own copy:
 - the aiokafka consumer, built from KafkaSettings: in a group (manual commits, a rebalance
   listener) or over every partition of its topics (no group, nothing committed);
-- the fetch loop, with backpressure: at most `max_in_flight` records in hand, the rest
-  paused on the broker (fetching goes on, so the member stays in its group);
+- the fetch loop, with backpressure: at most `max_in_flight` records in hand; when full, it
+  waits for half of them to be done (fetching paused partitions now and then, so the member
+  stays in its group however long handlers take);
 - per-key ordering: records of one key (as `ordered_by` says) are handled one after another
   in offset order, records of different keys at once;
 - offsets: a commit goes up to the lowest record not yet done, never past it, every
@@ -30,6 +31,7 @@ Background work runs in one TaskGroup: any failure ends `run` with that error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -53,6 +55,7 @@ from service.kafka.settings import KafkaSettings
 log = structlog.get_logger(__name__)
 
 FETCH_TIMEOUT_MS = 200  # how soon the loop sees `stop` while nothing arrives
+FULL_WAIT_S = 1.0  # with max_in_flight records in hand, the longest wait between fetches
 MAX_RECORDS = 500  # per fetch, when nothing limits it
 RAW_FETCH_BYTES = 1 << 20  # per partition: Kafka returns at least one batch, even bigger
 RECOVERY_BACKOFF_S = 1.0  # when the lower-level read found nothing to get past
@@ -264,13 +267,19 @@ class Consumer:
                 self.caught_up.set()
                 if self._sub.to_end:
                     return
-            room = self._sub.max_in_flight - len(tasks)
-            # Paused rather than not asked: fetching on keeps this member in its group
-            # however long the handlers take (max_poll_interval_ms).
-            if room <= 0:
-                consumer.pause(*self._owned)
-            elif paused := set(consumer.paused()) & self._owned:
+            limit = self._sub.max_in_flight
+            if len(tasks) >= limit:
+                # Full: wait until half are done rather than fetch now, which would throw
+                # away what aiokafka holds for paused partitions. If none finishes for a
+                # while (an endpoint hung), fetch with every partition paused: that keeps
+                # this member in its group however long the handlers take.
+                if not await tasks.fewer_than(max(limit // 2, 1), FULL_WAIT_S):
+                    consumer.pause(*self._owned)
+                    await fetcher.fetch(FETCH_TIMEOUT_MS, 1)  # nothing comes while paused
+                continue
+            if paused := set(consumer.paused()) & self._owned:
                 consumer.resume(*paused)
+            room = limit - len(tasks)
             records = await fetcher.fetch(FETCH_TIMEOUT_MS, max(min(room, MAX_RECORDS), 1))
             for record in records:
                 await self._take(record)
@@ -535,6 +544,8 @@ class KeyedTasks:
         self._group = group
         self._running: set[asyncio.Task[None]] = set()
         self._last: dict[Hashable, asyncio.Task[None]] = {}  # per key, the latest started
+        self._below = 0  # `fewer_than`'s count, and the event set when it is reached
+        self._fewer = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._running)
@@ -549,6 +560,17 @@ class KeyedTasks:
         self._running.discard(task)
         if self._last.get(key) is task:
             del self._last[key]
+        if len(self._running) < self._below:
+            self._fewer.set()
+
+    async def fewer_than(self, count: int, timeout_s: float) -> bool:
+        """Whether fewer than `count` run, waiting up to `timeout_s` for it."""
+        self._below = count
+        self._fewer.clear()
+        if len(self._running) >= count:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._fewer.wait(), timeout_s)
+        return len(self._running) < count
 
     async def drain(self) -> None:
         while self._running:

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -168,3 +169,31 @@ async def test_around_a_record_aiokafka_cannot_decode_nothing_is_lost_or_handled
     defects = [r for r in handled if r.defect is not None]
     assert [(r.value, r.offset) for r in defects] == [(b"bad", 5)] * PARTITIONS
     assert all("not UTF-8" in (r.defect or "") for r in defects)
+
+
+async def test_no_more_than_max_in_flight_records_are_in_hand(
+    kafka_settings: KafkaSettings,
+) -> None:
+    topic = await new_topic(kafka_settings)
+    records = [(f"k{n}".encode(), f"{n}".encode()) for n in range(40)]
+    await produce(kafka_settings, topic, records)
+    in_hand, most, done = 0, 0, 0
+    release = asyncio.Event()
+
+    async def handle(record: Record) -> bool:
+        nonlocal in_hand, most, done
+        in_hand += 1
+        most = max(most, in_hand)
+        await release.wait()
+        in_hand -= 1
+        done += 1
+        return True
+
+    async def held_up() -> bool:
+        if in_hand == 4:
+            release.set()  # the rest may go: the runtime stopped at 4
+        return done == len(records)
+
+    subscription = replace(group(topic), max_in_flight=4)
+    await running(Consumer(kafka_settings, subscription, handle, name="bounded"), held_up)
+    assert most == 4
