@@ -135,10 +135,6 @@ class Consumer:
         # Without a group: set once every partition was read up to its end at the start.
         self.caught_up = asyncio.Event()
 
-    @property
-    def group_id(self) -> str | None:
-        return self._sub.group_id
-
     def assignment_problem(self) -> str | None:
         """For /readyz: None while this reader holds its partitions (possibly none)."""
         if self._holding:
