@@ -56,7 +56,38 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--speed", type=_positive_float, default=1.0, help="simulated seconds per real second"
     )
+    add_listing_arguments(parser, quiet_agents=0)
+    parser.add_argument(
+        "--other-states-rate",
+        type=_share,
+        default=0.0,
+        help="share of answered calls whose agent passes through a state beyond the six "
+        "(Conference, HelpRequested, Help) (default 0)",
+    )
+    parser.add_argument(
+        "--shuffle-rows",
+        action="store_true",
+        help="list ListAgentStates rows in a new order on every call (the order is undocumented)",
+    )
     parser.set_defaults(func=run)
+
+
+def add_listing_arguments(parser: argparse.ArgumentParser, *, quiet_agents: int) -> None:
+    """What decides who ListAgentStates lists: shared with `ccc-bridge demo`."""
+    parser.add_argument(
+        "--active-window-s",
+        type=_positive_float,
+        default=EmulatorConfig.active_window_s,
+        help="ListAgentStates lists agents whose state changed within this many simulated "
+        "seconds (default 14400: CCC's 4 hours)",
+    )
+    parser.add_argument(
+        "--quiet-agents",
+        type=_non_negative_int,
+        default=quiet_agents,
+        help="agents per instance that stay Ready and take no calls, so they drop out of "
+        f"ListAgentStates after the active window (default {quiet_agents})",
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -118,6 +149,10 @@ def _config(args: argparse.Namespace) -> tuple[EmulatorConfig, str]:
         speed=args.speed,
         access_keys={key_id: secret},
         bearer_tokens=frozenset(args.bearer_tokens or ()),
+        active_window_s=args.active_window_s,
+        quiet_agents=args.quiet_agents,
+        other_states_rate=args.other_states_rate,
+        shuffle_rows=args.shuffle_rows,
     )
     return config, f"{source} ({key_id})"
 
@@ -133,4 +168,11 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {value}")
     return value

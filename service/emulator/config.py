@@ -44,6 +44,18 @@ class EmulatorConfig:
     bearer_tokens: frozenset[str] = frozenset()
     # inbound calls per simulated minute per instance, for every 10 agents
     inbound_calls_per_minute: float = 6.0
+    # ListAgentStates lists only agents whose state changed within this many simulated
+    # seconds (4 hours: doc 90007, FACTS.md section 9); the demo shortens it to show it.
+    active_window_s: float = 4 * 3600.0
+    # Agents per instance that, once Ready after logging in, stay Ready and take no calls:
+    # they fall out of ListAgentStates after `active_window_s`, still logged in.
+    quiet_agents: int = 0
+    # Of the calls answered, the share during which the agent passes through a state beyond
+    # the six ListAgentStates filters on (conference, help: FACTS.md section 9).
+    other_states_rate: float = 0.0
+    # ListAgentStates rows in a new order on every call: row order is undocumented, so a
+    # list read page by page may miss or repeat an agent.
+    shuffle_rows: bool = False
 
 
 class SimClock:

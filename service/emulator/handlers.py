@@ -28,7 +28,11 @@ from service.ccc.catalog import load_catalog, snake_case
 from service.emulator.model import (
     ACW,
     BREAK,
+    CONFERENCE,
     DIALING,
+    HELP_REQUESTED,
+    HELPING,
+    LISTED_STATES,
     OFFLINE,
     ONLINE_STATES,
     READY,
@@ -73,6 +77,9 @@ STATE_DESC = {
     TALKING: "On a call",
     ACW: "After-call work",
     DIALING: "Dialing",
+    CONFERENCE: "In a conference",
+    HELP_REQUESTED: "Asking for help",
+    HELPING: "Being helped",
 }
 
 
@@ -579,7 +586,13 @@ def _template_param(raw: object) -> object:
 
 def _list_agent_states(req: Request) -> dict[str, Any]:
     inst, now = req.inst, req.now
-    page, echo = paged(req, _agent_state_seqs(inst, req))
+    # Only agents active (a state change) within the window are listed (doc 90007): a quiet
+    # one is absent though logged in.
+    active_since = now - int(req.sim.config.active_window_s * 1000)
+    seqs = [s for s in _agent_state_seqs(inst, req) if inst.by_seq[s].since_ms >= active_since]
+    if req.sim.config.shuffle_rows:
+        req.sim.shuffle(seqs)
+    page, echo = paged(req, seqs)
     rows = []
     for seq in page:
         agent = inst.by_seq[seq]
@@ -613,7 +626,7 @@ def _agent_state_seqs(inst: Instance, req: Request) -> Sequence[int]:
         )
     if wanted:
         agents = [inst.by_ram.get(a) for a in set(wanted)]
-        allowed = {state} if state else set(ONLINE_STATES)
+        allowed = {state} if state else set(LISTED_STATES)
         seqs = sorted(a.seq for a in agents if a is not None and a.state in allowed)
     group_id = req.text("SkillGroupId")
     if group_id:

@@ -26,7 +26,14 @@ RINGING = "Ringing"
 TALKING = "Talking"
 ACW = "ACW"
 DIALING = "Dialing"
-ONLINE_STATES = (READY, BREAK, RINGING, TALKING, ACW, DIALING)
+ONLINE_STATES = (READY, BREAK, RINGING, TALKING, ACW, DIALING)  # the State filter's values
+# States the State description lists beyond those (会议 conference, 发起求助 help requested,
+# 求助 help: FACTS.md section 9); their spelling is undocumented, so these are assumed.
+CONFERENCE = "Conference"
+HELP_REQUESTED = "HelpRequested"
+HELPING = "Help"
+OTHER_STATES = (CONFERENCE, HELP_REQUESTED, HELPING)
+LISTED_STATES = (*ONLINE_STATES, *OTHER_STATES)
 
 # ListAgentEvents labels (FACTS.md section 9), keyed by the state entered.
 STATE_LABELS = {
@@ -37,6 +44,9 @@ STATE_LABELS = {
     ACW: "处理",
     DIALING: "拨号",
     OFFLINE: "签出",
+    CONFERENCE: "会议建立",
+    HELP_REQUESTED: "发起求助",
+    HELPING: "求助成功",
 }
 CHECK_IN = "签入"
 CALL_ENDED = "结束"
@@ -120,6 +130,7 @@ class Agent:
     contact_id: str = ""
     counter_party: str = ""
     removed: bool = False
+    quiet: bool = False  # stays Ready once logged in, taking no calls (config.quiet_agents)
     log: list[StateLogEntry] = field(default_factory=list)
     events: list[tuple[int, str]] = field(default_factory=list)  # (EventTime ms, label)
 
@@ -266,7 +277,7 @@ class Instance:
     by_login: dict[str, Agent] = field(default_factory=dict)
     by_seq: dict[int, Agent] = field(default_factory=dict)
     online: list[int] = field(default_factory=list)  # sorted seqs of logged-in agents
-    by_state: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in ONLINE_STATES})
+    by_state: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in LISTED_STATES})
     # skill group id -> Ready agents' seqs in the order they became Ready (longest idle first)
     ready_by_skill: dict[str, dict[int, None]] = field(default_factory=dict)
     skill_groups: dict[str, SkillGroup] = field(default_factory=dict)
@@ -292,7 +303,7 @@ class Instance:
             return
         insort(self.online, agent.seq)
         insort(self.by_state[agent.state], agent.seq)
-        if agent.state == READY:
+        if agent.state == READY and not agent.quiet:
             for skill in agent.skills:
                 self.ready_by_skill.setdefault(skill, {})[agent.seq] = None
 

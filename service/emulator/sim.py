@@ -28,6 +28,7 @@ from service.emulator.model import (
     DIALING,
     INBOUND,
     OFFLINE,
+    OTHER_STATES,
     OUTBOUND,
     READY,
     RING_ABANDONED,
@@ -93,6 +94,7 @@ class Simulation:
         self._config = config
         self._clock = clock
         self._rng = random.Random(config.seed)  # noqa: S311
+        self._rows_rng = random.Random(config.seed)  # noqa: S311
         self._now = clock.now_ms()
         self._heap: list[tuple[int, int, Callable[[], None]]] = []
         self._order = count()  # ties in the heap run in scheduling order
@@ -117,6 +119,15 @@ class Simulation:
     @property
     def region(self) -> str:
         return self._config.region
+
+    @property
+    def config(self) -> EmulatorConfig:
+        return self._config
+
+    def shuffle(self, rows: list[Any]) -> None:
+        """A new order for a listing (config.shuffle_rows), drawn apart from the centre's own
+        generator: how often lists are read leaves what happens in the centre as it was."""
+        self._rows_rng.shuffle(rows)
 
     def handle(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         self.advance()
@@ -273,6 +284,13 @@ class Simulation:
         agent.skills = skills
         inst.enter(agent)
 
+    def log_out(self, instance_id: str, ram_id: str) -> None:
+        """An agent not on a call checks out, and stays out (its own timers are void): for
+        tests of what a logout looks like."""
+        agent = self.instance(instance_id).agent_by_ram(ram_id, "RamId")
+        self.advance()
+        self._set_state(agent, OFFLINE)
+
     def reset_agent(self, agent: Agent) -> None:
         """ResetUserStatus frees an agent stuck outside a call; live calls are left alone."""
         if agent.state in {BREAK, ACW}:
@@ -354,6 +372,8 @@ class Simulation:
 
     def _ready(self, agent: Agent) -> None:
         self._set_state(agent, READY)
+        if agent.quiet:
+            return  # Ready from now on, until logged out (log_out)
         call = self._next_waiting(agent)
         if call is not None:
             self._ring(call, agent)
@@ -489,7 +509,19 @@ class Simulation:
     def _talk(self, call: Call) -> None:
         call.answered_ms = self._now
         self._event(call, "Established")
-        self._at(self._span(TALK_SPAN), partial(self._hangup, call))
+        talk_ms = self._span(TALK_SPAN)
+        # Drawn only when asked for, so a seed's centre is the same without other states.
+        rate = self._config.other_states_rate
+        if rate > 0 and self._rng.random() < rate:
+            state = self._rng.choice(OTHER_STATES)
+            self._at(talk_ms // 2, partial(self._aside, call, state))
+        self._at(talk_ms, partial(self._hangup, call))
+
+    def _aside(self, call: Call, state: str) -> None:
+        """Halfway through a call, its agent in a conference or asking for help, till it ends."""
+        agent = call.agent
+        if agent is not None and not agent.removed and agent.state == TALKING:
+            self._set_state(agent, state, call)
 
     def _hangup(self, call: Call) -> None:
         call.talk_ms = self._now - call.answered_ms
@@ -574,8 +606,8 @@ class Simulation:
                 f"{name} team",
                 outbound_number_ids=[n.id for n in inst.outbound_numbers()],
             )
-        for _ in range(self._config.agents):
-            self._build_agent(inst)
+        for n in range(self._config.agents):
+            self._build_agent(inst).quiet = n < self._config.quiet_agents
         self._schedule_arrival(inst)
         return inst
 
@@ -598,7 +630,7 @@ class Simulation:
             number.contact_flow_id = main.id if usage != "Outbound" else ""
             inst.numbers[number.id] = number
 
-    def _build_agent(self, inst: Instance) -> None:
+    def _build_agent(self, inst: Instance) -> Agent:
         n = len(inst.agents) + 1
         login = f"agent{n:03d}"
         name = f"{self._rng.choice(FIRST_NAMES)} {self._rng.choice(LAST_NAMES)}"
@@ -607,7 +639,7 @@ class Simulation:
             g: self._rng.randint(1, 10) for g in self._rng.sample(groups, self._rng.randint(1, 2))
         }
         profile = Profile(login, name, f"{login}@{inst.domain}.example.com", self._mobile())
-        self.create_agent(inst, profile, [f"Agent@{inst.id}"], skills)
+        return self.create_agent(inst, profile, [f"Agent@{inst.id}"], skills)
 
 
 def _rendered(log: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -268,6 +268,84 @@ def test_agent_state_pages_cover_every_logged_in_agent_exactly_once() -> None:
     assert talking["TotalCount"] == Counter(logged_in.values())["Talking"]
 
 
+def listed(sim: Simulation) -> list[dict[str, Any]]:
+    params = {"InstanceId": INSTANCE, "PageSize": 100}
+    rows: list[dict[str, Any]] = sim.handle("ListAgentStates", params)["Data"]["List"][
+        "RealTimeAgentState"
+    ]
+    return rows
+
+
+def test_an_agent_quiet_for_four_hours_leaves_the_listing_but_stays_logged_in() -> None:
+    clock = frozen_clock()
+    config = EmulatorConfig(instances=(INSTANCE,), agents=10, seed=3, quiet_agents=2)
+    sim = Simulation(config, clock)
+    clock.advance(120)  # everyone logged in
+    quiet = {a.ram_id for a in sim.instance(INSTANCE).agents.values() if a.quiet}
+    assert len(quiet) == 2
+    assert quiet <= {row["AgentId"] for row in listed(sim)}
+    clock.advance(4 * 3600 - 200)  # under 4 hours since any of them logged in (within 60 s)
+    assert quiet <= {row["AgentId"] for row in listed(sim)}, "changed within 4 hours: listed"
+    clock.advance(200)
+    rows = listed(sim)
+    assert not quiet & {row["AgentId"] for row in rows}
+    assert len(rows) > 0, "the busy ones are still listed"
+    real_time = sim.handle("ListRealTimeAgent", {"InstanceId": INSTANCE})["Data"]["User"]
+    assert {u["RamId"]: u["State"] for u in real_time if u["RamId"] in quiet} == dict.fromkeys(
+        quiet, "Ready"
+    )
+    inspected = {a["agent_id"]: a["state"] for a in sim.agents() if a["agent_id"] in quiet}
+    assert inspected == dict.fromkeys(quiet, "Ready")
+
+
+def test_a_shorter_active_window_and_a_logout() -> None:
+    clock = frozen_clock()
+    config = EmulatorConfig(
+        instances=(INSTANCE,), agents=4, seed=3, quiet_agents=4, active_window_s=600
+    )
+    sim = Simulation(config, clock)
+    clock.advance(700)
+    assert listed(sim) == []
+    agent = next(iter(sim.instance(INSTANCE).agents.values()))
+    sim.log_out(INSTANCE, agent.ram_id)
+    assert listed(sim) == [], "a logged-out agent is not listed either"
+    events = sim.handle(
+        "ListAgentEvents",
+        {
+            "InstanceId": INSTANCE,
+            "RamId": [agent.ram_id],
+            "StartTime": sim.now - 1000,
+            "StopTime": sim.now + 1,
+        },
+    )["AgentEventList"]["AgentEvent"]
+    assert [e["Event"] for e in events] == ["签出"]
+
+
+def test_states_beyond_the_six_show_when_asked_for() -> None:
+    clock = frozen_clock()
+    config = EmulatorConfig(instances=(INSTANCE,), agents=20, seed=5, other_states_rate=1.0)
+    sim = Simulation(config, clock)
+    seen: Counter[str] = Counter()
+    for _ in range(120):
+        clock.advance(10)
+        seen.update(row["State"] for row in listed(sim))
+    assert {"Conference", "HelpRequested", "Help"} & set(seen), seen
+    plain = Simulation(EmulatorConfig(instances=(INSTANCE,), agents=20, seed=5), frozen_clock())
+    assert plain.agent_state_history() == [], "the default centre is unchanged: drawn on demand"
+
+
+def test_rows_come_in_a_new_order_on_each_call_when_shuffled() -> None:
+    clock = frozen_clock()
+    config = EmulatorConfig(instances=(INSTANCE,), agents=30, seed=3, shuffle_rows=True)
+    sim = Simulation(config, clock)
+    clock.advance(120)
+    first, second = [r["AgentId"] for r in listed(sim)], [r["AgentId"] for r in listed(sim)]
+    assert sorted(first) == sorted(second)
+    assert first != second
+    steady = Simulation(EmulatorConfig(instances=(INSTANCE,), agents=30, seed=3), clock)
+    assert [r["AgentId"] for r in listed(steady)] == [r["AgentId"] for r in listed(steady)]
+
+
 def test_skill_group_counters_match_the_agents_states() -> None:
     sim, _ = make_sim(agents=40)
     groups = sim.handle("ListSkillGroupStates", {"InstanceId": INSTANCE})["Data"]["List"]
