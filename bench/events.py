@@ -51,7 +51,7 @@ from service.console import tune_gc
 from service.emulator.config import (
     client_settings,
 )
-from service.events.core import logouts, state_changes
+from service.events.core import state_changes
 from service.events.models import AgentStateChanged
 from service.events.pollers import AgentStatePoller, Directory, InstancePorts
 from service.events.publisher import CheckpointStore, EventPublisher
@@ -195,8 +195,7 @@ async def throughput(
     _, known = state_changes(INSTANCE, None, before, now_ms, skill_groups)
 
     def diff() -> list[Emitted]:  # what the poller does over a whole poll
-        changes, current = state_changes(INSTANCE, known, after, now_ms, skill_groups)
-        return changes + logouts(INSTANCE, known, current, now_ms, skill_groups)
+        return state_changes(INSTANCE, known, after, now_ms, skill_groups)[0]
 
     events = diff()
     records = [publisher.record(event) for event in events]
@@ -223,7 +222,8 @@ async def poll_cycle(
 ) -> None:
     """(2) The poller as the service runs it, against the live, busy emulator."""
     counting = CountingPublisher(publisher)
-    poller = AgentStatePoller(dataclasses.replace(ports, publisher=counting))
+    check_s = PollerSettings().agent_logout_check_s
+    poller = AgentStatePoller(dataclasses.replace(ports, publisher=counting), check_s)
     stop = asyncio.Event()
     await poller.cycle(stop)  # the first cycle is the snapshot of every agent
     rows: list[Any] = []

@@ -26,6 +26,7 @@ from service.console import (
     startup_failed,
     stop_on_signals,
 )
+from service.emulator.cli import add_listing_arguments
 from service.emulator.config import (
     EmulatorConfig,
     client_settings,
@@ -78,6 +79,8 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--speed", type=float, default=10.0, help="simulated seconds per second (default 10)"
     )
     parser.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
+    # Two quiet agents: with a short --active-window-s, the 4-hour rule shows within minutes.
+    add_listing_arguments(parser, quiet_agents=2)
     parser.set_defaults(func=run, default_log_level="warning")
 
 
@@ -98,7 +101,12 @@ def demo_settings(emulator: EmulatorServer, broker: EmbeddedBroker) -> Settings:
 
 async def run(args: argparse.Namespace) -> int:
     config = EmulatorConfig(
-        instances=(INSTANCE,), agents=args.agents, seed=args.seed, speed=args.speed
+        instances=(INSTANCE,),
+        agents=args.agents,
+        seed=args.seed,
+        speed=args.speed,
+        active_window_s=args.active_window_s,
+        quiet_agents=args.quiet_agents,
     )
     stop = asyncio.Event()
     try:
@@ -106,7 +114,11 @@ async def run(args: argparse.Namespace) -> int:
             async with EmbeddedBroker() as broker, EmulatorServer(config) as emulator:
                 settings = demo_settings(emulator, broker)
                 say(f"broker   {broker.bootstrap_servers} (embedded, in memory)")
-                say(f"emulator {emulator.url}: {INSTANCE}, {args.agents} agents, x{args.speed}")
+                say(
+                    f"emulator {emulator.url}: {INSTANCE}, {args.agents} agents "
+                    f"({args.quiet_agents} quiet: unlisted by CCC {args.active_window_s:g} s "
+                    f"after their last change, never shown as logged out), x{args.speed}"
+                )
                 await _show(settings, stop)
     except (StartupError, BrokerError, OSError) as error:
         return startup_failed("demo", error)

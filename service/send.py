@@ -19,6 +19,7 @@ from service.commands.models import (
     CommandKind,
     CommandResult,
     InvalidCommandError,
+    Limits,
     validate_command,
 )
 from service.console import (
@@ -117,7 +118,8 @@ async def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
         try:
-            command = validate_command(kind, command_body(kind, args))
+            body = command_body(kind, args)
+            command = validate_command(kind, body, Limits.of(settings.commands))
         except InvalidCommandError as invalid:
             raise StartupError(f"invalid command: {invalid}") from None
         with quiet_kafka_logs():

@@ -48,6 +48,10 @@ class PollerSettings(Section):
     calls: bool = True
     skill_groups: bool = True
     agent_states_interval_s: float = Field(2.0, gt=0)
+    # How often agents missing from ListAgentStates are looked up in ListAgentEvents for a
+    # check-out: CCC lists only agents active in the last 4 hours, so absence alone proves
+    # no logout. A logout is published at most this (plus one poll) late.
+    agent_logout_check_s: float = Field(30.0, gt=0)
     agent_state_logs_interval_s: float = Field(10.0, gt=0)
     agent_state_logs_settle_s: float = Field(2.0, ge=0)  # stay this far behind CCC's now
     # With no checkpoint yet (a first start), read state logs from this far back.
@@ -87,6 +91,12 @@ class CommandSettings(Section):
     # How long a fetch may wait for new commands. Kafka answers as soon as one arrives; the
     # embedded broker waits the whole time, so this bounds a command's wait there.
     fetch_max_wait_ms: int = Field(20, ge=0)
+    # Checks no CCC document sets (docs/emulator.md): digits a phone number may have, and
+    # characters an SMS template value may have (Alibaba SMS's default is 35, which Alibaba can
+    # lift for an account; null: not checked here, CCC or SMS will say).
+    phone_min_digits: int = Field(3, ge=1)
+    phone_max_digits: int = Field(20, ge=1)
+    template_value_max_chars: int | None = Field(35, ge=1)
 
 
 class HttpSettings(Section):

@@ -22,7 +22,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 API_VERSION = "2017-07-05"
 
 # Actions that only read. Everything else may act in CCC (place a call, send an SMS, change
-# configuration) and is retried only where CCC provably did not act.
+# configuration) and is retried only where CCC provably did not act: never after a 5xx,
+# unless `ccc.retry.side_effects_on_server_errors` opts in.
 READ_ONLY_PREFIXES = ("List", "Get", "Find", "Download", "Pick", "Generate")
 
 _SCALARS: dict[str, type] = {

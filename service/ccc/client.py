@@ -2,7 +2,8 @@
 
 One pooled aiohttp session with explicit timeouts; requests signed in one place; per-action
 client-side rate limits; retries with jittered exponential backoff that honour the
-server's retry-after hint and never repeat a side effect unless CCC provably did not act.
+server's retry-after hint and never repeat a side effect unless CCC provably did not act
+(throttled, or the request never left), or the settings opt in to repeating it on a 5xx.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from service.ccc.catalog import (
 )
 from service.ccc.errors import (
     CccError,
+    CccServerError,
     CccThrottledError,
     CccTimeoutError,
     CccTransportError,
@@ -59,11 +61,18 @@ HEADERS = {
 MAX_PAGE_SIZE = 100
 
 
-def should_retry(error: BaseException, *, read_only: bool) -> bool:
-    """Reads retry whatever may pass; side effects only where CCC provably did not act."""
+def should_retry(
+    error: BaseException, *, read_only: bool, side_effects_on_server_errors: bool = False
+) -> bool:
+    """Reads retry whatever may pass; side effects only where CCC provably did not act, and
+    on a 5xx (whose effect is unknown) only when the settings opt in."""
     if not isinstance(error, CccError):
         return False
-    return error.retriable if read_only else error.safe_to_repeat
+    if read_only:
+        return error.retriable
+    return error.safe_to_repeat or (
+        side_effects_on_server_errors and isinstance(error, CccServerError)
+    )
 
 
 class Backoff:
@@ -167,16 +176,31 @@ class CccClient:
         if on_attempt is not None:
             on_attempt()
         try:
-            # Most calls succeed at once: only a failure worth retrying pays for tenacity.
+            # Most calls succeed at once: only a failure pays for what follows.
             return await self._send(spec, wire)
         except CccError as error:
-            if not should_retry(error, read_only=spec.read_only):
-                raise
-            first: CccError | None = error
+            first = error
+        settings = self._settings.retry
+        # Once CCC may have acted on a failed attempt (a side effect is retried after one only
+        # when the settings opt in), the call's error says so, however it ends.
+        unsure = False
+
+        def retry(error: BaseException) -> bool:
+            nonlocal unsure
+            unsure = unsure or (isinstance(error, CccError) and error.acted is not False)
+            return should_retry(
+                error,
+                read_only=spec.read_only,
+                side_effects_on_server_errors=settings.side_effects_on_server_errors,
+            )
+
+        if not retry(first):
+            raise first
+        pending: CccError | None = first
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._settings.retry.max_attempts),
+            stop=stop_after_attempt(settings.max_attempts),
             wait=self._backoff,
-            retry=retry_if_exception(lambda e: should_retry(e, read_only=spec.read_only)),
+            retry=retry_if_exception(retry),
             before_sleep=_log_retry,
             reraise=True,
         )
@@ -184,14 +208,16 @@ class CccClient:
             async for attempt in retrying:
                 with attempt:
                     # Attempt 1 replays the failure above, so counts, waits and logs stay exact.
-                    if first is not None:
-                        replay, first = first, None
+                    if pending is not None:
+                        replay, pending = pending, None
                         raise replay
                     if on_attempt is not None:
                         on_attempt()
                     return await self._send(spec, wire)
         except CccError as error:
             error.attempts = retrying.statistics["attempt_number"]
+            if unsure:
+                error.acted = None
             raise
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 

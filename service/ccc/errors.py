@@ -2,9 +2,11 @@
 
 Two facts about every failure drive every decision upstream:
 - `retriable`: a later attempt may succeed (throttling, 5xx, transport trouble);
-- `acted`: False when CCC provably did not act (throttled, unavailable, refused before the
-  request left, rejected the request); None when it may have (a timeout after sending, a 500).
-A side-effecting call is retried only when both say so; a read whenever it is retriable.
+- `acted`: False when CCC provably did not act (throttled, refused before the request left,
+  rejected the request); None when it may have (a timeout after sending, any 5xx: no source
+  says CCC did not act when it answers one, `ServiceUnavailable` included).
+A side-effecting call is retried only when both say so (on a 5xx, only if the settings opt
+in); a read whenever it is retriable.
 """
 
 from __future__ import annotations
@@ -92,17 +94,16 @@ class CccThrottledError(CccApiError):
     retriable = True
 
 
-class CccServiceUnavailableError(CccApiError):
-    """`ServiceUnavailable` (503): CCC refused to act for now."""
-
-    retriable = True
-
-
 class CccServerError(CccApiError):
-    """Another 5xx: CCC may or may not have acted."""
+    """A 5xx: CCC may or may not have acted."""
 
     retriable = True
     acted = None
+
+
+class CccServiceUnavailableError(CccServerError):
+    """`ServiceUnavailable` (503). Though it sounds like a refusal, nothing documents that CCC
+    did not act, so it is as unknown as any other 5xx."""
 
 
 class CccTransportError(CccError):

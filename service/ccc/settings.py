@@ -17,6 +17,10 @@ class RetrySettings(Section):
     max_attempts: int = Field(4, ge=1, le=20)
     backoff_initial_s: float = Field(0.1, gt=0)
     backoff_max_s: float = Field(5.0, gt=0)
+    # Off: no source says CCC did not act when it answers a 5xx (ServiceUnavailable
+    # included) and Alibaba's own SDK never retries a CCC call, so repeating a DialEx or an
+    # SMS after one may ring or text twice. Reads retry on a 5xx whatever this says.
+    side_effects_on_server_errors: bool = False
 
 
 # Calls that ring a phone or send an SMS go slower than reads. config/default.yaml says the

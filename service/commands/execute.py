@@ -79,8 +79,9 @@ def succeeded(action: str, response: Any, attempts: int, at: datetime) -> Outcom
 
 
 def from_error(action: str, error: CccError, at: datetime) -> Outcome:
-    """`failed` where CCC provably did not act; `indeterminate` where it may have (a timeout
-    after the request went out, a dropped connection, a 500): never called again."""
+    """`failed` where CCC provably did not act (throttled, refused, never reached);
+    `indeterminate` where it may have (a timeout after the request went out, a dropped
+    connection, any 5xx, `ServiceUnavailable` included): never called again."""
     api = error if isinstance(error, CccApiError) else None
     return Outcome(
         status="failed" if error.acted is False else "indeterminate",

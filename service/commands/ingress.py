@@ -28,6 +28,7 @@ from service.commands.models import (
     CommandResult,
     FieldError,
     InvalidCommandError,
+    Limits,
     parse_command,
 )
 from service.kafka.consumer import Consumer, Subscription
@@ -168,6 +169,7 @@ class CommandIngress:
         self._send_all = send_all
         self._view = view
         self._instances = frozenset(settings.ccc.instances)
+        self._limits = Limits.of(settings.commands)
         self._keys = [key.get_secret_value().encode() for key in settings.http.api_keys]
 
     def routes(self) -> list[web.RouteDef]:
@@ -193,7 +195,7 @@ class CommandIngress:
             limit = self._settings.http.max_body_bytes
             return _error(413, "too_large", f"the body is larger than {limit} bytes")
         try:
-            command = parse_command(kind, body, self._instances)
+            command = parse_command(kind, body, self._instances, self._limits)
         except InvalidCommandError as invalid:
             return _error(400, "invalid_command", str(invalid), invalid.errors)
         topic = self._settings.topics.name(COMMAND_TOPICS[kind])

@@ -8,8 +8,8 @@ field, not a call placed to nobody. Each kind is versioned by `schema_version`.
 from __future__ import annotations
 
 import json
-import re
-from typing import Annotated, Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -32,24 +32,67 @@ CommandKind = Literal["dial", "sms", "appraise"]
 KINDS: tuple[CommandKind, ...] = ("dial", "sms", "appraise")
 COMMAND_TYPE = "com.aliyun.ccc.command.{kind}"  # the CloudEvents type a command may carry
 
-# What CCC itself accepts as a phone number: 3 to 20 digits, an optional leading +.
-PHONE = re.compile(r"\+?[0-9]{3,20}")
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Checks no CCC document sets, so each is a setting (commands.*; docs/emulator.md has
+    the sources looked at). The defaults: phone numbers of 3 to 20 digits, a bound of the
+    bridge's own; a template value of at most 35 characters, Alibaba SMS's default per
+    variable, which Alibaba can lift for an account (None: not checked here)."""
+
+    phone_min_digits: int = 3
+    phone_max_digits: int = 20
+    template_value_max_chars: int | None = 35
+
+    @classmethod
+    def of(cls, settings: LimitSettings) -> Limits:
+        return cls(
+            settings.phone_min_digits,
+            settings.phone_max_digits,
+            settings.template_value_max_chars,
+        )
 
 
-def _phone(number: str) -> str:
-    if not PHONE.fullmatch(number):
-        raise ValueError(f"{number!r} is not a phone number (3 to 20 digits, optional leading +)")
+class LimitSettings(Protocol):
+    """Where the limits are configured (CommandSettings)."""
+
+    @property
+    def phone_min_digits(self) -> int: ...
+    @property
+    def phone_max_digits(self) -> int: ...
+    @property
+    def template_value_max_chars(self) -> int | None: ...
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _limits(info: ValidationInfo) -> Limits:
+    return info.context if isinstance(info.context, Limits) else DEFAULT_LIMITS
+
+
+def _phone(number: str, info: ValidationInfo) -> str:
+    limits = _limits(info)
+    digits = number.removeprefix("+")
+    low, high = limits.phone_min_digits, limits.phone_max_digits
+    if not (digits.isascii() and digits.isdigit() and low <= len(digits) <= high):
+        raise ValueError(
+            f"{number!r} is not a phone number ({low} to {high} digits, optional leading +)"
+        )
     return number
 
 
 PhoneNumber = Annotated[
-    str, AfterValidator(_phone), WithJsonSchema({"type": "string", "pattern": f"^{PHONE.pattern}$"})
+    str,
+    AfterValidator(_phone),
+    # With the default limits (commands.phone_min_digits / phone_max_digits).
+    WithJsonSchema({"type": "string", "pattern": r"^\+?[0-9]{3,20}$"}),
 ]
 CommandId = Annotated[str, StringConstraints(pattern=r"^\S{1,200}$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+# Alibaba SMS's SendSms takes at most 1,000 numbers a request (its API reference; that CCC
+# sends through Alibaba SMS is inferred from GetSmsConfig's SignName and TemplateCode).
 MAX_PHONE_NUMBERS = 1000
-# Alibaba Cloud SMS refuses a template variable longer than this.
-MAX_TEMPLATE_PARAM_LENGTH = 35
 
 
 # Metadata rides on every result: kept small so a result always fits a Kafka message.
@@ -125,9 +168,16 @@ class Sms(CommandBase):
     kind: ClassVar[CommandKind] = "sms"
     config_id: int = Field(gt=0)
     phone_numbers: list[PhoneNumber] = Field(min_length=1, max_length=MAX_PHONE_NUMBERS)
-    template_params: dict[
-        str, Annotated[str, StringConstraints(max_length=MAX_TEMPLATE_PARAM_LENGTH)]
-    ] = Field(default_factory=dict)
+    template_params: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("template_params")
+    @classmethod
+    def _template_values_fit(cls, params: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        limit = _limits(info).template_value_max_chars
+        too_long = sorted(name for name, value in params.items() if limit and len(value) > limit)
+        if too_long:
+            raise ValueError(f"{', '.join(too_long)}: longer than {limit} characters")
+        return params
 
 
 class VoiceAppraisal(CommandBase):
@@ -207,7 +257,12 @@ class InvalidCommandError(Exception):
         return "; ".join(f"{e.field or 'message'}: {e.reason}" for e in self.errors)
 
 
-def parse_command(kind: CommandKind, value: bytes | None, instances: frozenset[str]) -> Command:
+def parse_command(
+    kind: CommandKind,
+    value: bytes | None,
+    instances: frozenset[str],
+    limits: Limits = DEFAULT_LIMITS,
+) -> Command:
     """The command in a Kafka record's value: plain JSON, or the `data` of a structured
     CloudEvent. Raises InvalidCommandError naming each bad field and why."""
     if value is None:
@@ -221,7 +276,7 @@ def parse_command(kind: CommandKind, value: bytes | None, instances: frozenset[s
     # Whatever is read must be writable again, in the ledger, the result and the DLQ.
     unwritable = _unwritable(body)
     try:
-        command = validate_command(kind, body)
+        command = validate_command(kind, body, limits)
     except InvalidCommandError as invalid:
         raise InvalidCommandError(unwritable + invalid.errors, *_readable(body)) from None
     if unwritable:
@@ -236,10 +291,10 @@ def parse_command(kind: CommandKind, value: bytes | None, instances: frozenset[s
     return command
 
 
-def validate_command(kind: CommandKind, body: object) -> Command:
+def validate_command(kind: CommandKind, body: object, limits: Limits = DEFAULT_LIMITS) -> Command:
     """`body` as a command of `kind`, or InvalidCommandError naming each bad field."""
     try:
-        command: Command = _ADAPTERS[kind].validate_python(body)
+        command: Command = _ADAPTERS[kind].validate_python(body, context=limits)
     except ValidationError as error:
         raise InvalidCommandError(_field_errors(error), *_readable(body)) from None
     return command

@@ -52,6 +52,7 @@ from service.commands.models import (
     CommandSource,
     FieldError,
     InvalidCommandError,
+    Limits,
     Outcome,
     parse_command,
 )
@@ -107,6 +108,7 @@ class CommandWorker:
         }
         self._dlq = topics.name("command_dlq")
         self._instances = frozenset(settings.ccc.instances)
+        self._limits = Limits.of(commands)
         self._ledger = Ledger(producer, settings.kafka, topics.name("ledger"))
         LEDGER_ENTRIES.set_function(self._ledger.size)
         self._calls = asyncio.Semaphore(commands.concurrency)
@@ -172,7 +174,8 @@ class CommandWorker:
             reason = f"the record cannot be read: {record.defect}"
             return InvalidCommandError([FieldError(field="", reason=reason)])
         try:
-            command = parse_command(self._kinds[record.topic], record.value, self._instances)
+            kind = self._kinds[record.topic]
+            command = parse_command(kind, record.value, self._instances, self._limits)
         except InvalidCommandError as invalid:
             return invalid
         except Exception as error:  # a parser bug must not stop the worker: dead-letter it

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,11 +22,13 @@ from service.events.models import (
     CallAgent,
     CallEventData,
     CallRecordData,
+    NormalizedState,
     Recording,
     SkillGroupRef,
     SkillGroupState,
 )
 from service.events.rows import (
+    AgentEventRow,
     AgentStateLogEntry,
     AgentStateRow,
     CallDetailRecordRow,
@@ -36,15 +38,35 @@ from service.events.rows import (
 )
 
 OFFLINE = "Offline"  # ListAgentStates leaves logged-out agents out; events name the state
+CHECK_OUT = "签出"  # ListAgentEvents' label of a check-out (FACTS.md section 9)
+# CCC's labels of the six states ListAgentStates filters on, English and Chinese (FACTS.md
+# section 9), and a logout; anything else is `other`.
+NORMALIZED: dict[str, NormalizedState] = {
+    "ready": "ready",
+    "等待": "ready",
+    "break": "break",
+    "小休": "break",
+    "acw": "acw",
+    "处理": "acw",
+    "dialing": "dialing",
+    "拨号": "dialing",
+    "ringing": "ringing",
+    "振铃": "ringing",
+    "talking": "talking",
+    "通话": "talking",
+    "offline": "offline",
+    "签出": "offline",
+}
+
+
+def normalized(state: str) -> NormalizedState:
+    return NORMALIZED.get(state.strip().lower(), "other")
 
 
 @dataclass(frozen=True, slots=True)
 class KnownState:
     state: str
     since_ms: int
-
-
-LOGGED_OUT = KnownState(OFFLINE, 0)  # what an agent unknown to the last poll was
 
 
 def _split(text: str | None) -> list[str]:
@@ -74,13 +96,14 @@ def state_changes(
     page of ListAgentStates) tell, and their part of the new picture.
 
     `known` is None on the first poll after start: then every agent's current state is
-    emitted once as a snapshot. `logouts` finishes the diff once every page is in.
+    emitted once as a snapshot. An agent `known` does not hold (first seen since the start:
+    back from a quiet spell, or logged in unseen) changes from an unknown state.
     """
     current: dict[str, KnownState] = {}
     events: list[Emitted] = []
     for row in rows:
         agent_id, state = required(row.agent_id, "AgentId"), required(row.state, "State")
-        before = None if known is None else known.get(agent_id, LOGGED_OUT)
+        before = None if known is None else known.get(agent_id)
         if before is not None and before.state == state:
             current[agent_id] = before  # keep the first estimate of when it began
             continue
@@ -92,6 +115,7 @@ def state_changes(
                 agent_id,
                 (before, now_state),
                 now_ms,
+                snapshot=known is None,
                 names=(row.login_name, row.agent_name),
                 skill_groups=skill_groups.get(agent_id, []),
             )
@@ -99,29 +123,63 @@ def state_changes(
     return events, current
 
 
-def logouts(
+@dataclass
+class Listing:
+    """Whether the pages of one ListAgentStates read add up: one TotalCount on every page,
+    no agent twice, and as many agents as that. Rows can move between pages while they are
+    read (their order is undocumented), so an agent missing from a listing that does not
+    add up may simply have been on another page."""
+
+    totals: set[int] = field(default_factory=set)
+    ids: list[str] = field(default_factory=list)
+
+    def add(self, page: tuple[int, int, int] | None, rows: Iterable[AgentStateRow]) -> None:
+        if page is not None:
+            self.totals.add(page[0])
+        self.ids += [row.agent_id or "" for row in rows]
+
+    def complete(self) -> bool:
+        agents = len(set(self.ids))
+        return len(self.totals) == 1 and agents == len(self.ids) == next(iter(self.totals))
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "total_counts": sorted(self.totals),
+            "rows": len(self.ids),
+            "agents": len(set(self.ids)),
+        }
+
+
+def checked_out(rows: Iterable[AgentEventRow]) -> dict[str, int]:
+    """Per agent (RamId), the time of its latest check-out among these ListAgentEvents rows."""
+    latest: dict[str, int] = {}
+    for row in rows:
+        if (row.event or "").strip() != CHECK_OUT or row.ram_id is None:
+            continue
+        if row.event_time is not None:
+            agent_id = str(row.ram_id)
+            latest[agent_id] = max(latest.get(agent_id, 0), row.event_time)
+    return latest
+
+
+def logout_event(
     instance_id: str,
-    known: Mapping[str, KnownState] | None,
-    current: Mapping[str, KnownState],
+    agent_id: str,
+    change: tuple[KnownState, int],
     now_ms: int,
     skill_groups: Mapping[str, list[str]],
-) -> list[Emitted]:
-    """The rest of the diff, once every page is in: agents no page listed have logged out."""
-    events = []
-    for agent_id, before in (known or {}).items():
-        if agent_id not in current and before.state != OFFLINE:
-            gone = KnownState(OFFLINE, now_ms)
-            events.append(
-                _state_event(
-                    instance_id,
-                    agent_id,
-                    (before, gone),
-                    now_ms,
-                    names=(None, None),
-                    skill_groups=skill_groups.get(agent_id, []),
-                )
-            )
-    return events
+) -> Emitted:
+    """The agent, last known in `change[0]`, checked out at `change[1]` (ms)."""
+    before, at_ms = change
+    return _state_event(
+        instance_id,
+        agent_id,
+        (before, KnownState(OFFLINE, at_ms)),
+        now_ms,
+        snapshot=False,
+        names=(None, None),
+        skill_groups=skill_groups.get(agent_id, []),
+    )
 
 
 def _state_event(  # noqa: PLR0913 - one agent's change, spelled out
@@ -130,17 +188,18 @@ def _state_event(  # noqa: PLR0913 - one agent's change, spelled out
     change: tuple[KnownState | None, KnownState],
     now_ms: int,
     *,
+    snapshot: bool,
     names: tuple[str | None, str | None],
     skill_groups: list[str],
 ) -> Emitted:
     before, after = change
-    snapshot = before is None
     data = AgentStateChanged(
         instance_id=instance_id,
         agent_id=agent_id,
         login_name=names[0],
         agent_name=names[1],
         state=after.state,
+        normalized_state=normalized(after.state),
         previous_state=None if before is None else before.state,
         state_since=from_ms(after.since_ms),
         observed_at=from_ms(now_ms),
@@ -175,6 +234,7 @@ def state_log_events(
             instance_id=instance_id,
             agent_id=agent_id,
             state=entry.state or "",
+            normalized_state=normalized(entry.state or ""),
             state_code=entry.state_code or None,
             state_time=from_ms(at),
             contact_id=entry.contact_id or None,

@@ -3,25 +3,40 @@ versioned by its schema_version (the envelope is service/cloudevents.py's)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from service.cloudevents import EventData, Outbound, UtcTime
+
+# What consumers can switch on, whatever CCC's label: the six states ListAgentStates filters
+# on (and their Chinese labels, FACTS.md section 9), a logout, and `other` for the rest
+# (conference, help, and labels nobody here has seen).
+NormalizedState = Literal[
+    "ready", "break", "acw", "dialing", "ringing", "talking", "offline", "other"
+]
 
 
 class AgentStateChanged(EventData):
     """An agent's real-time state changed (from ListAgentStates), or, with `snapshot`, the
     state each agent was in when polling started: `snapshot` events are observations, so
-    their id includes `observed_at`; change events are facts and their id does not."""
+    their id includes `observed_at`; change events are facts and their id does not. A
+    logout (`state` "Offline") is published only on evidence of one: a check-out in
+    ListAgentEvents."""
 
     event_type = "com.aliyun.ccc.agent.state.changed"
     topic = "agent_states"
     subject_field = "agent_id"
+    schema_version = 2  # v2: normalized_state; previous_state None when unknown
 
     agent_id: str
     login_name: str | None
     agent_name: str | None
-    state: str
-    previous_state: str | None  # None on a snapshot, and "Offline" for an agent that logged in
+    state: str  # CCC's own value, verbatim
+    normalized_state: NormalizedState
+    # None on a snapshot, and for an agent first seen since the service started (back from a
+    # quiet spell, or logged in unseen); "Offline" for one seen to log out, now back.
+    previous_state: str | None
     state_since: UtcTime
     observed_at: UtcTime
     snapshot: bool = False
@@ -34,9 +49,11 @@ class AgentStateLogged(EventData):
     event_type = "com.aliyun.ccc.agent.state.logged"
     topic = "agent_states"
     subject_field = "agent_id"
+    schema_version = 2  # v2: normalized_state
 
     agent_id: str
-    state: str
+    state: str  # CCC's own value, verbatim
+    normalized_state: NormalizedState
     state_code: str | None
     state_time: UtcTime
     contact_id: str | None

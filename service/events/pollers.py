@@ -12,20 +12,23 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
 import structlog
 
-from service.ccc.errors import CccError
+from service.ccc.errors import CccError, CccRequestError
 from service.cloudevents import Emitted, Publisher
 from service.events.core import (
+    OFFLINE,
     CallsCursor,
     KnownState,
+    Listing,
     call_record_event,
     call_step_events,
-    logouts,
+    checked_out,
+    logout_event,
     skill_group_events,
     state_changes,
     state_log_events,
@@ -33,6 +36,7 @@ from service.events.core import (
 )
 from service.events.rows import (
     AgentStateLogEntry,
+    AgentStateRow,
     CallDetailRecordRow,
     SkillGroupStateRow,
     UserRow,
@@ -45,6 +49,9 @@ from service.settings import PollerSettings
 log = structlog.get_logger(__name__)
 
 LOG_WINDOW_MS = 2 * 3600 * 1000  # ListAgentStateLogs refuses longer windows
+AGENT_EVENTS_WINDOW_MS = 3600 * 1000 - 1  # ListAgentEvents' range must be under an hour
+# RamIds per ListAgentEvents call: it takes a list, and no limit is documented (assumed).
+AGENT_EVENTS_BATCH = 100
 
 
 class Ccc(Protocol):
@@ -116,7 +123,7 @@ def streams(ports: InstancePorts, settings: PollerSettings) -> list[Stream]:
     """Every enabled stream of one instance."""
     plan: list[Stream] = []
     if settings.agent_states:
-        states = AgentStatePoller(ports)
+        states = AgentStatePoller(ports, settings.agent_logout_check_s)
         plan.append(Stream("agent_states", states.cycle, settings.agent_states_interval_s, None))
     if settings.agent_state_logs:
         logs = StateLogPoller(
@@ -169,29 +176,148 @@ class AgentStatePoller:
 
     Each page is diffed while the next pages are still on their way, so a cycle over
     thousands of agents costs little more than reading them.
+
+    CCC lists only agents whose state changed in the last 4 hours (FACTS.md section 9), and
+    rows may move between pages while they are read, so absence proves nothing: an agent
+    missing from a complete listing keeps its last known state and is looked up in
+    ListAgentEvents every `logout_check_s` (and at once when it is listed again); a check-out
+    there is the logout. A listing whose pages do not add up publishes what it saw and infers
+    nothing from who is missing.
     """
 
-    def __init__(self, ports: InstancePorts) -> None:
+    def __init__(self, ports: InstancePorts, logout_check_s: float) -> None:
         self._ports = ports
+        self._logout_check_s = logout_check_s
         self._known: dict[str, KnownState] | None = None  # None until the first snapshot
+        # Agents missing from a complete listing: ListAgentEvents read for them up to (ms).
+        self._absent: dict[str, int] = {}
+        self._seen: dict[str, int] = {}  # CCC's time each known agent was last listed
+        self._checked_ms = 0  # CCC's time at the last look for logouts
 
     async def cycle(self, stop: asyncio.Event) -> None:
         ports = self._ports
         groups = await ports.directory.agents()
-        current: dict[str, KnownState] = {}
-        events: list[Emitted] = []
-        now_ms = ports.ccc.server_time_ms()
-        async for page in ports.ccc.pages("ListAgentStates", {"InstanceId": ports.instance_id}):
-            now_ms = ports.ccc.server_time_ms()
-            changes, seen = state_changes(
-                ports.instance_id, self._known, page.items(), now_ms, groups
-            )
-            current |= seen
-            events += changes
-        events += logouts(ports.instance_id, self._known, current, now_ms, groups)
+        read = await self._read(groups)
+        known, now_ms = self._known, read.now_ms
+        after = read.current if known is None else {**known, **read.current}
+        listed_at = {**self._seen, **dict.fromkeys(read.current, now_ms)}
+        listed_at |= {row.agent_id or "": now_ms for row in read.back}
+        absent = self._still_absent(read, listed_at)
+        for agent_id in [a for a in absent if a not in groups]:
+            # Removed from the instance (ListUsers no longer has it): nothing to look up,
+            # and ListAgentEvents would refuse its RamId.
+            del absent[agent_id]
+            after.pop(agent_id, None)
+        due = now_ms - self._checked_ms >= self._logout_check_s * 1000
+        look = list(absent) if due else [row.agent_id or "" for row in read.back]
+        events = read.events
+        for agent_id, at_ms in (await self._logouts(look, absent, after, now_ms)).items():
+            change = (after[agent_id], at_ms)
+            events.append(logout_event(ports.instance_id, agent_id, change, now_ms, groups))
+            after[agent_id] = KnownState(OFFLINE, at_ms)
+            del absent[agent_id]
+        for agent_id in look:
+            if agent_id in absent:
+                absent[agent_id] = now_ms  # no check-out until now: looked for from here on
+        # Listed again: a change from its last known state (Offline if it checked out).
+        changes, seen = state_changes(ports.instance_id, after, read.back, now_ms, groups)
+        events += changes
+        after |= seen
+        for row in read.back:
+            absent.pop(row.agent_id or "", None)
         # One publish for the cycle: the producer packs it into a batch per partition.
         if await until_acked(partial(ports.publisher.publish, events), stop):
-            self._known = current
+            self._known, self._absent, self._seen = after, absent, listed_at
+            if due:
+                self._checked_ms = now_ms
+
+    def _still_absent(self, read: _Read, listed_at: Mapping[str, int]) -> dict[str, int]:
+        """The absent agents, with those newly missing: from a complete listing, or unlisted
+        for `logout_check_s` (rows move between pages, so a listing that does not add up
+        may have missed one that is there)."""
+        absent = dict(self._absent)
+        if self._known is None:
+            return absent
+        complete = read.listing.complete()
+        if not complete:
+            log.debug("agent_states_listing_incomplete", **read.listing.summary())
+        horizon = read.now_ms - int(self._logout_check_s * 1000)
+        for agent_id, state in self._known.items():
+            if agent_id in read.current or state.state == OFFLINE or agent_id in absent:
+                continue
+            last_seen = listed_at.get(agent_id, 0)
+            if complete or last_seen <= horizon:
+                absent[agent_id] = last_seen
+        return absent
+
+    async def _read(self, groups: Mapping[str, list[str]]) -> _Read:
+        """Every page, each diffed as it comes, but for absent agents listed again."""
+        ports, known, absent = self._ports, self._known, self._absent
+        read = _Read(now_ms=ports.ccc.server_time_ms())
+        async for page in ports.ccc.pages("ListAgentStates", {"InstanceId": ports.instance_id}):
+            read.now_ms = ports.ccc.server_time_ms()
+            rows: list[AgentStateRow] = page.items()
+            read.listing.add(page.page(), rows)
+            listed = read.current.keys() | {row.agent_id for row in read.back}
+            # A row moved between pages is listed twice: the first sighting counts.
+            unique: dict[str | None, AgentStateRow] = {}
+            for row in rows:
+                if row.agent_id not in listed:
+                    unique.setdefault(row.agent_id, row)
+            rows = list(unique.values())
+            read.back += [row for row in rows if row.agent_id in absent]
+            fresh = [row for row in rows if row.agent_id not in absent]
+            changes, seen = state_changes(ports.instance_id, known, fresh, read.now_ms, groups)
+            read.current |= seen
+            read.events += changes
+        return read
+
+    async def _logouts(
+        self,
+        agent_ids: list[str],
+        absent: Mapping[str, int],
+        known: Mapping[str, KnownState],
+        now_ms: int,
+    ) -> dict[str, int]:
+        """Per agent of `agent_ids` that checked out since its last known state began, when."""
+        found: dict[str, int] = {}
+        if not agent_ids:
+            return found
+        ports = self._ports
+        start = min(absent[agent_id] for agent_id in agent_ids)
+        ordered = sorted(agent_ids)
+        for first in range(0, len(ordered), AGENT_EVENTS_BATCH):
+            batch = ordered[first : first + AGENT_EVENTS_BATCH]
+            for window in windows(start, now_ms, AGENT_EVENTS_WINDOW_MS):
+                params = {
+                    "InstanceId": ports.instance_id,
+                    "RamId": batch,
+                    "StartTime": window[0],
+                    "StopTime": window[1],
+                }
+                try:
+                    answer = await ports.ccc.call("ListAgentEvents", params)
+                except CccRequestError as error:
+                    if not error.code.startswith("NotExists"):
+                        raise
+                    # An agent removed since the directory was read: looked for next time.
+                    log.warning("agent_events_refused", error=str(error))
+                    return found
+                for agent_id, at_ms in checked_out(answer.items()).items():
+                    if agent_id in known and at_ms >= known[agent_id].since_ms:
+                        found[agent_id] = max(found.get(agent_id, 0), at_ms)
+        return found
+
+
+@dataclass
+class _Read:
+    """One read of ListAgentStates."""
+
+    now_ms: int  # CCC's time at the last page
+    current: dict[str, KnownState] = field(default_factory=dict)
+    events: list[Emitted] = field(default_factory=list)
+    back: list[AgentStateRow] = field(default_factory=list)  # absent agents listed again
+    listing: Listing = field(default_factory=Listing)
 
 
 class StateLogPoller:

@@ -27,6 +27,17 @@ class AgentStateRow(Protocol):
     def state_duration(self) -> str | None: ...  # seconds, as text
 
 
+class AgentEventRow(Protocol):
+    """ListAgentEvents: AgentEventList.AgentEvent[]."""
+
+    @property
+    def event(self) -> str | None: ...  # a Chinese label, e.g. 签出 check-out
+    @property
+    def event_time(self) -> int | None: ...  # epoch ms
+    @property
+    def ram_id(self) -> int | None: ...  # an integer here, though a string elsewhere
+
+
 class AgentStateLogEntry(Protocol):
     """ListAgentStateLogs: AgentStateLogPage.List[]."""
 

@@ -31,6 +31,7 @@ from service.commands.models import (
     DialEx,
     FieldError,
     InvalidCommandError,
+    Limits,
     Sms,
     SmsAppraisal,
     VoiceAppraisal,
@@ -213,8 +214,8 @@ def test_a_cloudevent_without_type_is_read_by_its_topic() -> None:
         (
             "sms",
             {**SMS, "template_params": {"name": "x" * 36}},
-            "template_params.name",
-            "at most 35 characters",
+            "template_params",
+            "name: longer than 35 characters",
         ),
         ("sms", {**SMS, "config_id": 0}, "config_id", "greater than 0"),
         ("sms", {**SMS, "config_id": "twelve"}, "config_id", "valid integer"),
@@ -238,6 +239,19 @@ def test_a_bad_command_is_rejected_naming_the_field_and_why(
     assert field in fields(error), fields(error)
     assert reason in fields(error)[field]
     assert f"{field or 'message'}: " in str(error)  # the one-line form names it too
+
+
+def test_the_limits_no_ccc_document_sets_follow_the_settings() -> None:
+    long_value = {**SMS, "template_params": {"name": "x" * 100}}
+    long_number = {**SMS, "phone_numbers": ["+" + "1" * 24]}
+    for body in (long_value, long_number):
+        rejection("sms", encode(body))  # by default
+    lifted = Limits(phone_max_digits=24, template_value_max_chars=None)
+    for body in (long_value, long_number):
+        assert isinstance(parse_command("sms", encode(body), INSTANCES, lifted), Sms)
+    strict = Limits(phone_min_digits=12)
+    with pytest.raises(InvalidCommandError, match="12 to 20 digits"):
+        parse_command("sms", encode(SMS), INSTANCES, strict)
 
 
 def test_every_bad_field_is_named_not_only_the_first() -> None:
@@ -445,11 +459,10 @@ def api_error(kind: type[CccApiError], code: str, status: int) -> CccError:
     ("error", "code"),
     [
         (api_error(CccThrottledError, "Throttling.User", 400), "Throttling.User"),
-        (api_error(CccServiceUnavailableError, "ServiceUnavailable", 503), "ServiceUnavailable"),
         (api_error(CccRequestError, "NotExists.SkillGroupId", 404), "NotExists.SkillGroupId"),
         (api_error(CccAuthError, "Forbidden.RAM", 403), "Forbidden.RAM"),
     ],
-    ids=["throttled", "unavailable", "request", "auth"],
+    ids=["throttled", "request", "auth"],
 )
 def test_an_error_where_ccc_did_not_act_is_failed_with_its_code(error: CccError, code: str) -> None:
     error.attempts = 3
@@ -474,10 +487,12 @@ def test_a_transport_error_before_sending_is_failed() -> None:
     ("error", "code"),
     [
         (api_error(CccServerError, "InternalError", 500), "InternalError"),
+        # Nothing documents that CCC did not act when it answers 503.
+        (api_error(CccServiceUnavailableError, "ServiceUnavailable", 503), "ServiceUnavailable"),
         (CccTimeoutError("no answer in 5s", action="DialEx"), "TimeoutError"),
         (CccTransportError("connection reset", action="DialEx", sent=True), "TransportError"),
     ],
-    ids=["server-500", "timeout", "transport-after-send"],
+    ids=["server-500", "unavailable-503", "timeout", "transport-after-send"],
 )
 def test_an_error_where_ccc_may_have_acted_is_indeterminate(error: CccError, code: str) -> None:
     error.attempts = 2

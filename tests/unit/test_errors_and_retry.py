@@ -82,9 +82,11 @@ def _errors() -> dict[str, Any]:
     }
 
 
-# Reads retry transport errors, 5xx and throttling; side effects only where CCC did not act.
+# Reads retry transport errors, 5xx and throttling; side effects only where CCC did not act,
+# which no 5xx proves (ServiceUnavailable included), unless the settings opt in.
 READ_RETRIES = {"throttled", "unavailable", "server", "refused", "reset", "timeout"}
-EFFECT_RETRIES = {"throttled", "unavailable", "refused"}
+EFFECT_RETRIES = {"throttled", "refused"}
+EFFECT_RETRIES_OPTED_IN = EFFECT_RETRIES | {"unavailable", "server"}
 
 
 @pytest.mark.parametrize("name", sorted(_errors()))
@@ -92,6 +94,26 @@ def test_retry_rules(name: str) -> None:
     error = _errors()[name]
     assert should_retry(error, read_only=True) is (name in READ_RETRIES)
     assert should_retry(error, read_only=False) is (name in EFFECT_RETRIES)
+    assert should_retry(error, read_only=True, side_effects_on_server_errors=True) is (
+        name in READ_RETRIES
+    )
+    assert should_retry(error, read_only=False, side_effects_on_server_errors=True) is (
+        name in EFFECT_RETRIES_OPTED_IN
+    )
+
+
+def test_side_effects_are_not_retried_on_a_5xx_by_default() -> None:
+    assert RetrySettings().side_effects_on_server_errors is False
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_no_5xx_says_ccc_did_not_act(status: int) -> None:
+    code = "ServiceUnavailable" if status == 503 else f"HTTP{status}"
+    error = error_from_response("DialEx", status, {"Code": code}, None)
+    assert isinstance(error, CccServerError)
+    assert error.retriable
+    assert error.acted is None
+    assert not error.safe_to_repeat
 
 
 def test_timeout_after_sending_leaves_the_outcome_unknown() -> None:

@@ -15,9 +15,12 @@ from service.cloudevents import ID_NAMESPACE, Emitted, envelope, event_id, from_
 from service.events.core import (
     CallsCursor,
     KnownState,
+    Listing,
     call_record_event,
     call_step_events,
-    logouts,
+    checked_out,
+    logout_event,
+    normalized,
     skill_group_events,
     state_changes,
     state_log_events,
@@ -36,9 +39,7 @@ def diff_agent_states(
     now_ms: int,
     groups: dict[str, list[str]],
 ) -> tuple[list[Emitted], dict[str, KnownState]]:
-    """A whole poll: every page's changes, then the logouts."""
-    events, current = state_changes(instance_id, known, rows, now_ms, groups)
-    return events + logouts(instance_id, known, current, now_ms, groups), current
+    return state_changes(instance_id, known, rows, now_ms, groups)
 
 
 def row(agent: str, state: str, duration_s: int = 5) -> Any:
@@ -60,26 +61,91 @@ def test_first_poll_is_a_snapshot_of_every_agent() -> None:
     assert again[0].id != events[0].id  # a snapshot is an observation: a new one, a new id
 
 
-def test_changes_logins_and_logouts() -> None:
-    known = {"a": KnownState("Ready", NOW - 60_000), "b": KnownState("Talking", NOW - 9_000)}
-    rows = [row("a", "Ready", 60), row("b", "ACW", 2), row("c", "Ready", 1)]
+def test_changes_and_agents_first_seen_from_an_unknown_state() -> None:
+    known = {
+        "a": KnownState("Ready", NOW - 60_000),
+        "b": KnownState("Talking", NOW - 9_000),
+        "d": KnownState("Offline", NOW - 90_000),  # seen to check out
+    }
+    rows = [row("a", "Ready", 60), row("b", "ACW", 2), row("c", "Ready", 1), row("d", "Ready", 3)]
     events, after = diff_agent_states("i", known, rows, NOW, {"b": ["sg-1"]})
     changes = [
         (e.data.agent_id, e.data.previous_state, e.data.state)  # type: ignore[attr-defined]
         for e in events
     ]
-    assert changes == [("b", "Talking", "ACW"), ("c", "Offline", "Ready")]
+    # c was never seen: back from a quiet spell, or logged in unseen. Not called a login.
+    assert changes == [("b", "Talking", "ACW"), ("c", None, "Ready"), ("d", "Offline", "Ready")]
+    assert not any(e.data.snapshot for e in events)  # type: ignore[attr-defined]
     b = events[0].data
     assert isinstance(b, AgentStateChanged)
     assert b.skill_group_ids == ["sg-1"]
     assert b.state_since == from_ms(NOW - 2000)
+    assert b.normalized_state == "acw"
     assert events[0].time == b.state_since
     assert after["a"] == known["a"]  # unchanged agents keep their first estimate
     gone, _ = diff_agent_states("i", after, [row("a", "Ready", 61)], NOW + 1000, {})
-    assert {(e.data.agent_id, e.data.state) for e in gone} == {  # type: ignore[attr-defined]
-        ("b", "Offline"),
-        ("c", "Offline"),
-    }
+    assert gone == [], "absent agents are not thereby logged out"
+
+
+def test_a_logout_is_read_from_check_outs_in_agent_events() -> None:
+    rows = [
+        SimpleNamespace(event="签入", event_time=NOW - 50_000, ram_id=7),
+        SimpleNamespace(event="签出", event_time=NOW - 40_000, ram_id=7),
+        SimpleNamespace(event="签出", event_time=NOW - 30_000, ram_id=7),
+        SimpleNamespace(event="小休", event_time=NOW - 20_000, ram_id=8),
+        SimpleNamespace(event=" 签出 ", event_time=None, ram_id=9),
+    ]
+    assert checked_out(rows) == {"7": NOW - 30_000}
+    before = KnownState("Break", NOW - 60_000)
+    event = logout_event("i", "7", (before, NOW - 30_000), NOW, {"7": ["sg-1"]})
+    data = event.data
+    assert isinstance(data, AgentStateChanged)
+    assert (data.previous_state, data.state, data.normalized_state) == (
+        "Break",
+        "Offline",
+        "offline",
+    )
+    assert data.state_since == from_ms(NOW - 30_000)
+    assert not data.snapshot
+    assert event.id == logout_event("i", "7", (before, NOW - 30_000), NOW + 9_000, {}).id
+
+
+def test_a_listing_adds_up_only_with_one_total_no_repeats_and_every_row() -> None:
+    def listing(*pages: tuple[int, list[str]]) -> Listing:
+        read = Listing()
+        for total, agents in pages:
+            read.add((total, 1, 100), [row(a, "Ready") for a in agents])
+        return read
+
+    assert listing((3, ["a", "b"]), (3, ["c"])).complete()
+    assert not listing((3, ["a", "b"]), (4, ["c"])).complete()  # the total moved
+    assert not listing((3, ["a", "b"]), (3, ["b"])).complete()  # one seen twice, one missed
+    assert not listing((3, ["a", "b"])).complete()  # a page never asked for
+    assert listing((0, [])).complete()
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("Ready", "ready"),
+        ("等待", "ready"),
+        ("BREAK", "break"),
+        ("小休", "break"),
+        ("ACW", "acw"),
+        ("处理", "acw"),
+        ("Dialing", "dialing"),
+        ("Ringing", "ringing"),
+        ("Talking", "talking"),
+        ("通话", "talking"),
+        ("Offline", "offline"),
+        ("会议", "other"),
+        ("Conference", "other"),
+        ("HelpRequested", "other"),
+        ("", "other"),
+    ],
+)
+def test_states_are_normalized_with_other_for_anything_unknown(state: str, expected: str) -> None:
+    assert normalized(state) == expected
 
 
 def test_a_change_has_the_same_id_on_any_observer() -> None:

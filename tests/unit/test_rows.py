@@ -16,6 +16,7 @@ from service.events import rows
 CATALOG = load_catalog()
 ROWS: dict[str, type] = {
     "ListAgentStates": rows.AgentStateRow,
+    "ListAgentEvents": rows.AgentEventRow,
     "ListAgentStateLogs": rows.AgentStateLogEntry,
     "ListCallDetailRecords": rows.CallDetailRecordRow,
     "ListCallEventDetailByContactId": rows.CallEventRow,
