@@ -179,17 +179,17 @@ class AgentStatePoller:
 
     CCC lists only agents whose state changed in the last 4 hours (FACTS.md section 9), and
     rows may move between pages while they are read, so absence proves nothing: an agent
-    missing from a complete listing keeps its last known state and is looked up in
-    ListAgentEvents every `logout_check_s` (and at once when it is listed again); a check-out
-    there is the logout. A listing whose pages do not add up publishes what it saw and infers
-    nothing from who is missing.
+    missing from a complete listing (or unlisted for `logout_check_s`) keeps its last known
+    state and is looked up in ListAgentEvents every `logout_check_s` (and at once when it is
+    listed again); a check-out there is the logout. A listing whose pages do not add up
+    publishes what it saw and marks nobody missing.
     """
 
     def __init__(self, ports: InstancePorts, logout_check_s: float) -> None:
         self._ports = ports
         self._logout_check_s = logout_check_s
         self._known: dict[str, KnownState] | None = None  # None until the first snapshot
-        # Agents missing from a complete listing: ListAgentEvents read for them up to (ms).
+        # Agents missing (see _still_absent): ListAgentEvents read for them up to (ms).
         self._absent: dict[str, int] = {}
         self._seen: dict[str, int] = {}  # CCC's time each known agent was last listed
         self._checked_ms = 0  # CCC's time at the last look for logouts
@@ -227,7 +227,8 @@ class AgentStatePoller:
             absent.pop(row.agent_id or "", None)
         # One publish for the cycle: the producer packs it into a batch per partition.
         if await until_acked(partial(ports.publisher.publish, events), stop):
-            self._known, self._absent, self._seen = after, absent, listed_at
+            self._known, self._absent = after, absent
+            self._seen = {agent: at for agent, at in listed_at.items() if agent in after}
             if due:
                 self._checked_ms = now_ms
 
