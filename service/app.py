@@ -39,7 +39,7 @@ from service.events.assignment import Pollers
 from service.events.publisher import CheckpointStore, EventPublisher
 from service.kafka.admin import describe_topics, ensure_topics
 from service.kafka.producer import Producer
-from service.kafka.topics import co_partitioned
+from service.kafka.topics import co_partition_problem, co_partitioned
 from service.settings import Settings
 from service.web import Probes, Readiness, serving
 from service.webhooks.dispatcher import run_webhooks
@@ -83,10 +83,8 @@ async def _check_command_topics(settings: Settings) -> None:
     if missing:
         raise StartupError(f"missing topics {missing}: create them (ccc-bridge topics --create)")
     counts = {name: found[name].partitions for name in names}
-    if len(set(counts.values())) > 1:
-        raise StartupError(
-            f"the command topics and the ledger need the same number of partitions: {counts}"
-        )
+    if (problem := co_partition_problem(settings.topics, counts)) is not None:
+        raise StartupError(problem)
 
 
 async def _partition_problem(producer: Producer, settings: Settings) -> str | None:
@@ -103,10 +101,8 @@ async def _partition_problem(producer: Producer, settings: Settings) -> str | No
     if settings.commands.enabled:
         names = co_partitioned(settings.topics)
         counts = {name: len(await producer.partitions_for(name)) for name in names}
-        if len(set(counts.values())) > 1:
-            problems.append(
-                f"the command topics and the ledger need the same number of partitions: {counts}"
-            )
+        if (problem := co_partition_problem(settings.topics, counts)) is not None:
+            problems.append(problem)
     return "; ".join(problems) or None
 
 

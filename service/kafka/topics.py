@@ -56,8 +56,16 @@ def partition_mismatches(topics: TopicSettings, found: Mapping[str, int]) -> lis
         for spec in topic_plan(topics)
         if spec.name in found and found[spec.name] != spec.partitions
     ]
-    counts = {name: found[name] for name in co_partitioned(topics) if name in found}
-    if len(set(counts.values())) > 1:
-        listed = ", ".join(f"{name} {count}" for name, count in counts.items())
-        wrong.append(f"the command topics and the ledger differ ({listed})")
+    if (problem := co_partition_problem(topics, found)) is not None:
+        wrong.append(problem)
     return wrong
+
+
+def co_partition_problem(topics: TopicSettings, found: Mapping[str, int]) -> str | None:
+    """Why the co-partitioned topics among `found` (partition counts by topic) cannot serve,
+    or None when they agree."""
+    counts = {name: found[name] for name in co_partitioned(topics) if name in found}
+    if len(set(counts.values())) <= 1:
+        return None
+    listed = ", ".join(f"{name} {count}" for name, count in counts.items())
+    return f"the command topics and the ledger need the same number of partitions ({listed})"

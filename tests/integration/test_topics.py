@@ -108,5 +108,5 @@ async def test_topics_command_exits_1_naming_topics_whose_partitions_disagree(
     assert by_name[topic_settings.name("calls")].endswith(" created, 2 partitions")
     assert err.startswith("ccc-bridge topics: partition counts disagree: ")
     assert f"{ledger} has 3 (settings: 2)" in err
-    assert "the command topics and the ledger differ" in err
+    assert "the command topics and the ledger need the same number of partitions (" in err
     assert err.count("\n") == 1

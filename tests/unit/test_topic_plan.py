@@ -25,7 +25,7 @@ def test_a_topic_unlike_the_settings_is_named() -> None:
 def test_a_ledger_unlike_its_command_topics_is_named_twice_over() -> None:
     found = partition_mismatches(TOPICS, counts(ledger=4))
     assert found[0] == "ccc.bridge.ledger has 4 (settings: 6)"
-    assert found[1].startswith("the command topics and the ledger differ (")
+    assert found[1].startswith("the command topics and the ledger need the same number of")
     assert "ccc.bridge.ledger 4" in found[1]
     assert "ccc.commands.dial 6" in found[1]
 
