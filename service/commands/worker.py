@@ -21,7 +21,7 @@ letter the broker still refuses for its size is written smaller, never retried a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
@@ -277,11 +277,7 @@ class CommandWorker:
             done = Entry(state="done", source=result.source, action=action, result=result)
             return await until_acked(partial(self._ledger.write, result.command_id, done), halt)
 
-        try:
-            written = await write(result)
-        except RecordTooLargeError:
-            result = result.smaller()
-            written = await write(result)
+        written, result = await _fitting(write, result)
         return written and await self._publish(result, halt)
 
     def _result(
@@ -314,11 +310,7 @@ class CommandWorker:
             emitted = Emitted(identifier, result.completed_at, result)
             return await until_acked(partial(self._publisher.publish, [emitted]), halt)
 
-        try:
-            sent = await send(result)
-        except RecordTooLargeError:
-            result = result.smaller()
-            sent = await send(result)
+        sent, result = await _fitting(send, result)
         if sent:
             COMMANDS.labels(result.kind, result.status).inc()
         return sent
@@ -356,6 +348,18 @@ class CommandWorker:
             completed_at=at,
         )
         return await self._publish(self._result(source, invalid, at, outcome), halt)
+
+
+async def _fitting(
+    send: Callable[[CommandResult], Awaitable[bool]], result: CommandResult
+) -> tuple[bool, CommandResult]:
+    """`send(result)`, or of its smaller form when a broker refuses it for its size; whether
+    it was acknowledged, and the result that went."""
+    try:
+        return await send(result), result
+    except RecordTooLargeError:
+        smaller = result.smaller()
+        return await send(smaller), smaller
 
 
 def _gauge_lag(lag: Mapping[str, int]) -> None:

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.commands.dead_letters import DeadLetter
-from service.commands.models import FieldError
+from service.commands.models import CommandError, CommandResult, FieldError
+from service.commands.worker import _fitting
 from service.kafka.acked import send_dead_letter
 from service.kafka.dead_letters import (
     MAX_LETTER_KEY,
@@ -25,6 +26,7 @@ from service.kafka.dead_letters import (
 )
 from service.kafka.producer import OutRecord, RecordTooLargeError
 from service.kafka.records import Record
+from tests.samples import command_result
 
 MB = 1_000_000
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -145,3 +147,31 @@ async def test_a_letter_the_broker_refuses_for_its_size_goes_again_smaller() -> 
     assert base64.b64decode(document["record"]["key_base64"]) == b"c-1"
     assert 0 < len(document["record"]["value_base64"]) <= SMALLER_ROOM
     assert document["reason"] == "callee: not a phone number"
+
+
+async def test_a_result_the_broker_refuses_for_its_size_goes_again_smaller() -> None:
+    big = command_result(
+        metadata={"blob": "x" * 50_000},
+        status="rejected",
+        error=CommandError(
+            code="InvalidCommand",
+            message="m" * 5000,
+            fields=[FieldError(field="callee", reason="r" * 400)],
+        ),
+    )
+    sent: list[CommandResult] = []
+
+    async def send(result: CommandResult) -> bool:
+        if len(result.model_dump_json()) > 10_000:
+            raise RecordTooLargeError("refused for its size")
+        sent.append(result)
+        return True
+
+    assert await _fitting(send, big) == (True, sent[0])
+    (went,) = sent
+    assert went.dropped == ["metadata", "error.fields"]
+    assert went.metadata == {}
+    assert went.error is not None
+    assert went.error.fields == []
+    assert went.error.message == "m" * 1024
+    assert (went.command_id, went.status, went.source) == (big.command_id, "rejected", big.source)
