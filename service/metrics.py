@@ -28,6 +28,22 @@ CCC_CALLS = Counter(
 CCC_CALL_SECONDS = Histogram(
     "ccc_bridge_ccc_call_seconds", "Latency of one CCC API request.", ["action"]
 )
+CCC_STREAM_CALLS = Counter(
+    "ccc_bridge_ccc_stream_calls",
+    "CCC API requests, retries included, by the stream they were made for (commands, or a "
+    "poller's stream).",
+    ["stream"],
+)
+CCC_BUDGET_WAIT_SECONDS = Histogram(
+    "ccc_bridge_ccc_budget_wait_seconds",
+    "Time a CCC request waited for the process's call budget (total cap, pollers' rate).",
+    ["stream"],
+)
+CCC_POLLER_RATE_LIMIT = Gauge(
+    "ccc_bridge_ccc_poller_rate_limit",
+    "The pollers' CCC calls per second, as cut on throttling and raised again (AIMD); "
+    "+Inf while not limited.",
+)
 COMMANDS = Counter(
     "ccc_bridge_commands", "Command results published, by kind and status.", ["kind", "status"]
 )

@@ -1,9 +1,11 @@
 """Async client for every CCC 2017-07-05 action in the catalogue.
 
 One pooled aiohttp session with explicit timeouts; requests signed in one place; per-action
-client-side rate limits; retries with jittered exponential backoff that honour the
-server's retry-after hint and never repeat a side effect unless CCC provably did not act
-(throttled, or the request never left), or the settings opt in to repeating it on a 5xx.
+client-side rate limits under one call budget that serves commands first and slows the
+pollers when CCC throttles (service/ccc/budget.py); retries with jittered exponential
+backoff that honour the server's retry-after hint and never repeat a side effect unless CCC
+provably did not act (throttled, or the request never left), or the settings opt in to
+repeating it on a 5xx.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tenacity import (
 )
 from yarl import URL
 
+from service.ccc.budget import Budget, current_stream
 from service.ccc.catalog import (
     API_VERSION,
     ActionSpec,
@@ -112,6 +115,7 @@ class CccClient:
         self._credentials = settings.credentials()
         self._url = URL(settings.url + "/")
         self._limiters: dict[str, AsyncLimiter] = {}
+        self._budget = Budget(settings.rate_limits.total_per_s)  # one client per process
         self._backoff = Backoff(settings.retry)
         self._session: aiohttp.ClientSession | None = None
         self._server_offset_ms = 0
@@ -270,6 +274,8 @@ class CccClient:
                 yield item
 
     async def _send(self, spec: ActionSpec, wire: dict[str, str]) -> CccResponse:
+        stream = current_stream()
+        granted = await self._budget.acquire(stream)
         limiter = self._limiter(spec.name)
         if limiter is not None:
             await limiter.acquire()
@@ -289,6 +295,8 @@ class CccClient:
             response = self._parse(spec, status, headers, body)
         except CccError as error:
             CCC_CALLS.labels(spec.name, getattr(error, "code", type(error).__name__)).inc()
+            if isinstance(error, CccThrottledError):
+                self._budget.throttled(stream, error.code, granted)
             raise
         finally:
             CCC_CALL_SECONDS.labels(spec.name).observe(time.monotonic() - started)

@@ -36,6 +36,9 @@ class RateLimitSettings(Section):
     """Client-side calls per second, so a burst never earns a throttle storm."""
 
     default_per_s: float | None = Field(50.0, gt=0)
+    # Every call of the process together, commands first (service/ccc/budget.py); None: no
+    # cap, though the pollers still slow down when CCC throttles.
+    total_per_s: float | None = Field(None, gt=0)
     # Merged into the defaults like every other layer, so a limit is lifted with null, not
     # by leaving the action out.
     per_action: dict[str, float | None] = Field(default_factory=lambda: dict(SIDE_EFFECT_RATES))

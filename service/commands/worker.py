@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import TopicPartition
 
+from service.ccc.budget import calling_as
 from service.ccc.errors import CccError
 from service.cloudevents import Emitted, Publisher, event_id
 from service.commands.dead_letters import DEAD_LETTER, DeadLetter
@@ -137,6 +138,7 @@ class CommandWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop`; commands in flight then finish and are committed."""
+        calling_as("commands")  # first in the CCC budget, for every handler task started here
         await self._consumer.run(stop)
 
     def assignment_problem(self) -> str | None:
