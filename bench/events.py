@@ -223,7 +223,7 @@ async def poll_cycle(
     """(2) The poller as the service runs it, against the live, busy emulator."""
     counting = CountingPublisher(publisher)
     check_s = PollerSettings().agent_logout_check_s
-    poller = AgentStatePoller(dataclasses.replace(ports, publisher=counting), check_s)
+    poller = AgentStatePoller(dataclasses.replace(ports, publisher=counting), check_s, 100)
     stop = asyncio.Event()
     await poller.cycle(stop)  # the first cycle is the snapshot of every agent
     rows: list[Any] = []

@@ -20,6 +20,12 @@ POLL_LAG_SECONDS = Gauge(
     "Seconds since the stream's last cycle that completed (grows while CCC or Kafka fail).",
     ["stream", "instance"],
 )
+STREAM_BEHIND_SECONDS = Gauge(
+    "ccc_bridge_stream_behind_seconds",
+    "How far a stream's published history trails CCC's clock: the oldest span not yet read "
+    "in full (state logs: the furthest-behind agent; calls: the scan watermark).",
+    ["stream", "instance"],
+)
 CCC_CALLS = Counter(
     "ccc_bridge_ccc_calls",
     "CCC API calls, retries included, by action and outcome (ok or CCC's error code).",

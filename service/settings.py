@@ -52,10 +52,20 @@ class PollerSettings(Section):
     # check-out: CCC lists only agents active in the last 4 hours, so absence alone proves
     # no logout. A logout is published at most this (plus one poll) late.
     agent_logout_check_s: float = Field(30.0, gt=0)
-    agent_state_logs_interval_s: float = Field(10.0, gt=0)
+    # Each agent whose listing shows a change is read at most once per this: a transition is
+    # on Kafka within about this plus agent_states_interval_s and twice the settle time.
+    agent_state_logs_interval_s: float = Field(20.0, gt=0)
     agent_state_logs_settle_s: float = Field(2.0, ge=0)  # stay this far behind CCC's now
     # With no checkpoint yet (a first start), read state logs from this far back.
     agent_state_logs_backfill_s: float = Field(0.0, ge=0)
+    # ListAgentEvents for every agent, this often: catches a login and logout between two
+    # listings, and what happened while no replica polled (then at once on start).
+    agent_state_logs_net_s: float = Field(60.0, gt=0)
+    # RamIds per ListAgentEvents call. CCC documents no limit; the emulator takes thousands
+    # (docs/emulator.md). Larger batches, fewer calls.
+    agent_events_batch: int = Field(100, ge=1)
+    # Per-agent and per-contact reads at once, per stream and instance.
+    concurrency: int = Field(8, ge=1)
     calls_interval_s: float = Field(10.0, gt=0)
     # Call records become queryable after the call ends: re-read this far back. Longer than
     # the longest call you expect, or its record is missed.

@@ -233,13 +233,7 @@ class Pollers:
         polled = self._owned[instance_id]
         polled.stop = asyncio.Event()
         for stream in polled.streams:
-            loop = poll_loop(
-                stream.cycle,
-                stream.interval_s,
-                polled.stop,
-                stream=stream.name,
-                instance_id=instance_id,
-            )
+            loop = poll_loop(stream, polled.stop, instance_id=instance_id)
             task = asyncio.create_task(loop)
             task.add_done_callback(self._note_failure)
             polled.tasks.append(task)

@@ -107,8 +107,7 @@ def state_changes(
         if before is not None and before.state == state:
             current[agent_id] = before  # keep the first estimate of when it began
             continue
-        duration_s = _int(row.state_duration) or 0
-        now_state = current[agent_id] = KnownState(state, now_ms - duration_s * 1000)
+        now_state = current[agent_id] = KnownState(state, began_ms(row, now_ms))
         events.append(
             _state_event(
                 instance_id,
@@ -121,6 +120,11 @@ def state_changes(
             )
         )
     return events, current
+
+
+def began_ms(row: AgentStateRow, now_ms: int) -> int:
+    """When the row's state began, by its StateDuration (whole seconds, FACTS.md section 9)."""
+    return now_ms - (_int(row.state_duration) or 0) * 1000
 
 
 @dataclass
@@ -257,32 +261,89 @@ def windows(start_ms: int, end_ms: int, max_ms: int) -> list[tuple[int, int]]:
 # -- calls --------------------------------------------------------------------------------
 
 
+BUCKET_MS = 60_000  # the calls poller's unit of look-back: minutes of call start
+Cell = tuple[int, int]  # (start minute, minutes from start to end) of a call
+
+
 class CallsCursor(BaseModel):
-    """Where the calls poller resumes. Records arrive late, so every poll re-reads
-    `lookback` before the watermark and `seen` remembers what was published there."""
+    """The calls checkpoint: how many records were seen per cell, not which, so it stays a
+    few kilobytes however many calls the look-back holds (a cell per start minute and length
+    in minutes: at most look-back squared over two)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    watermark_ms: int
-    seen: dict[str, int] = Field(default_factory=dict)  # contact id -> record start ms
+    watermark_ms: int  # CCC's time at the last cycle
+    cells: list[tuple[int, int, int]] = Field(default_factory=list)  # (start, length, seen)
+    # The earlier format (contact id -> start ms): read after an upgrade, never written.
+    seen: dict[str, int] | None = None
 
-    def query_start(self, lookback_ms: int) -> int:
-        return self.watermark_ms - lookback_ms
 
-    def advance(
-        self, records: Iterable[CallDetailRecordRow], query_end_ms: int, lookback_ms: int
-    ) -> CallsCursor:
-        """After every record of the query was published: forget what fell out of reach."""
-        horizon = query_end_ms - lookback_ms
-        seen = dict(self.seen)
-        seen.update({required(r.contact_id, "ContactId"): _int(r.start_time) or 0 for r in records})
-        return CallsCursor(
-            watermark_ms=query_end_ms,
-            seen={contact: at for contact, at in seen.items() if at >= horizon},
-        )
+def cell_of(record: CallDetailRecordRow) -> Cell:
+    start = _int(record.start_time) or 0
+    end = start + (_int(record.duration) or 0) * 1000
+    return start // BUCKET_MS, end // BUCKET_MS - start // BUCKET_MS
 
-    def unseen(self, records: Iterable[CallDetailRecordRow]) -> list[CallDetailRecordRow]:
-        return [r for r in records if r.contact_id not in self.seen]
+
+class CallBook:
+    """The records seen in the look-back, so a poll reads only the minutes whose count grew.
+
+    It relies on CCC's records never changing or vanishing once queryable, and on
+    TotalCount being exact. In memory it knows every contact id it saw; after a restart only
+    the counts per cell: a cell read again with as many unknown records as it counted holds
+    nothing new, and one with more is published whole (those seen come again, same ids).
+    """
+
+    def __init__(self, cursor: CallsCursor | None = None) -> None:
+        self._ids: dict[str, Cell] = {}
+        self._cells: Counter[Cell] = Counter()  # records seen per cell
+        self._unknown: Counter[Cell] = Counter()  # of those, ones whose ids a restart lost
+        if cursor is not None:
+            for start, length, seen in cursor.cells:
+                self._cells[start, length] += seen
+                self._unknown[start, length] += seen
+            for contact_id, start_ms in (cursor.seen or {}).items():
+                self._ids[contact_id] = (start_ms // BUCKET_MS, 0)
+                self._cells[start_ms // BUCKET_MS, 0] += 1
+
+    def known(self, first: int, last: int) -> int:
+        """Records seen that started in minutes [first, last)."""
+        return sum(n for (start, _), n in self._cells.items() if first <= start < last)
+
+    def fresh(self, records: Iterable[CallDetailRecordRow]) -> list[CallDetailRecordRow]:
+        """Of every record of some whole minutes, those to publish."""
+        unknown: dict[Cell, dict[str, CallDetailRecordRow]] = {}
+        for record in records:
+            contact_id = required(record.contact_id, "ContactId")
+            if contact_id not in self._ids:
+                unknown.setdefault(cell_of(record), {})[contact_id] = record
+        fresh: list[CallDetailRecordRow] = []
+        for cell, found in unknown.items():
+            counted = self._unknown.pop(cell, 0)
+            if counted and len(found) <= counted:
+                # Exactly those seen before the restart: known again, nothing to publish.
+                self._ids |= dict.fromkeys(found, cell)
+                self._cells[cell] -= counted - len(found)
+                continue
+            self._cells[cell] -= counted  # which of them are new is unknown: all go again
+            fresh += found.values()
+        return fresh
+
+    def add(self, record: CallDetailRecordRow) -> None:
+        """The record is published."""
+        contact_id = required(record.contact_id, "ContactId")
+        if contact_id not in self._ids:
+            cell = self._ids[contact_id] = cell_of(record)
+            self._cells[cell] += 1
+
+    def forget(self, first: int) -> None:
+        """Minutes before `first` fell out of the look-back."""
+        self._ids = {c: cell for c, cell in self._ids.items() if cell[0] >= first}
+        self._cells = Counter({cell: n for cell, n in self._cells.items() if cell[0] >= first})
+        self._unknown = Counter({cell: n for cell, n in self._unknown.items() if cell[0] >= first})
+
+    def cursor(self, watermark_ms: int) -> CallsCursor:
+        cells = [(start, length, n) for (start, length), n in sorted(self._cells.items()) if n]
+        return CallsCursor(watermark_ms=watermark_ms, cells=cells)
 
 
 def call_record_event(instance_id: str, record: CallDetailRecordRow) -> Emitted:

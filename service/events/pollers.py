@@ -11,20 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from service.ccc.budget import calling_as
+from service.ccc.client import MAX_PAGE_SIZE
 from service.ccc.errors import CccError, CccRequestError
 from service.cloudevents import Emitted, Publisher
 from service.events.core import (
+    BUCKET_MS,
     OFFLINE,
+    CallBook,
     CallsCursor,
     KnownState,
     Listing,
+    began_ms,
     call_record_event,
     call_step_events,
     checked_out,
@@ -35,6 +40,7 @@ from service.events.core import (
     windows,
 )
 from service.events.rows import (
+    AgentEventRow,
     AgentStateLogEntry,
     AgentStateRow,
     CallDetailRecordRow,
@@ -42,16 +48,16 @@ from service.events.rows import (
     UserRow,
     required,
 )
+from service.events.tracking import Tracker
 from service.kafka.acked import until_acked
-from service.metrics import POLL_CYCLE_SECONDS, POLL_LAG_SECONDS
+from service.metrics import POLL_CYCLE_SECONDS, POLL_LAG_SECONDS, STREAM_BEHIND_SECONDS
 from service.settings import PollerSettings
 
 log = structlog.get_logger(__name__)
 
 LOG_WINDOW_MS = 2 * 3600 * 1000  # ListAgentStateLogs refuses longer windows
 AGENT_EVENTS_WINDOW_MS = 3600 * 1000 - 1  # ListAgentEvents' range must be under an hour
-# RamIds per ListAgentEvents call: it takes a list, and no limit is documented (assumed).
-AGENT_EVENTS_BATCH = 100
+T = TypeVar("T")
 
 
 class Ccc(Protocol):
@@ -81,18 +87,25 @@ class Directory:
 
     async def agents(self) -> dict[str, list[str]]:
         if time.monotonic() - self._read_at >= self._refresh_s:
-            agents = {}
-            users: AsyncIterator[UserRow]
-            users = self._ccc.iter_items("ListUsers", {"InstanceId": self._instance_id})
-            async for user in users:
-                levels = user.skill_levels.skill_level if user.skill_levels else []
-                agents[required(user.ram_id, "RamId")] = [
-                    required(level.skill.skill_group_id, "SkillGroupId")
-                    for level in levels
-                    if level.skill
-                ]
-            self._agents, self._read_at = agents, time.monotonic()
+            # A task of its own, so its calls count against the directory's share of the
+            # CCC budget, not the calling stream's.
+            self._agents = await asyncio.create_task(self._read())
+            self._read_at = time.monotonic()
         return self._agents
+
+    async def _read(self) -> dict[str, list[str]]:
+        calling_as("directory")
+        agents = {}
+        users: AsyncIterator[UserRow]
+        users = self._ccc.iter_items("ListUsers", {"InstanceId": self._instance_id})
+        async for user in users:
+            levels = user.skill_levels.skill_level if user.skill_levels else []
+            agents[required(user.ram_id, "RamId")] = [
+                required(level.skill.skill_group_id, "SkillGroupId")
+                for level in levels
+                if level.skill
+            ]
+        return agents
 
 
 @dataclass(frozen=True)
@@ -117,44 +130,101 @@ class Stream:
     cycle: Cycle
     interval_s: float
     checkpoint: str | None  # the key of its checkpoint, for those that resume from one
+    behind_s: Callable[[], float] | None = None  # how far behind CCC's now it is, if known
 
 
 def streams(ports: InstancePorts, settings: PollerSettings) -> list[Stream]:
     """Every enabled stream of one instance."""
     plan: list[Stream] = []
+    tracker = Tracker(
+        unlisted_ms=int(settings.agent_logout_check_s * 1000),
+        spacing_s=settings.agent_state_logs_interval_s,
+        listings=settings.agent_states,
+    )
     if settings.agent_states:
-        states = AgentStatePoller(ports, settings.agent_logout_check_s)
+        listen = tracker if settings.agent_state_logs else None
+        states = AgentStatePoller(
+            ports, settings.agent_logout_check_s, settings.agent_events_batch, listen
+        )
         plan.append(Stream("agent_states", states.cycle, settings.agent_states_interval_s, None))
     if settings.agent_state_logs:
         logs = StateLogPoller(
             ports,
-            settle_ms=int(settings.agent_state_logs_settle_s * 1000),
-            backfill_ms=int(settings.agent_state_logs_backfill_s * 1000),
+            tracker,
+            StateLogPlan(
+                settle_ms=int(settings.agent_state_logs_settle_s * 1000),
+                backfill_ms=int(settings.agent_state_logs_backfill_s * 1000),
+                net_s=settings.agent_state_logs_net_s,
+                batch=settings.agent_events_batch,
+                concurrency=settings.concurrency,
+                save_s=settings.agent_state_logs_interval_s,
+            ),
         )
-        interval_s = settings.agent_state_logs_interval_s
-        plan.append(Stream("agent_state_logs", logs.cycle, interval_s, logs.key))
+        # Changes are learnt at the listing's pace: looked for as often, each agent read at
+        # most once per agent_state_logs_interval_s (the tracker spaces them).
+        tick_s = min(settings.agent_states_interval_s, settings.agent_state_logs_interval_s)
+        if not settings.agent_states:
+            tick_s = settings.agent_state_logs_interval_s
+        plan.append(Stream("agent_state_logs", logs.cycle, tick_s, logs.key, logs.behind_s))
     if settings.calls:
-        calls = CallPoller(ports, int(settings.calls_lookback_s * 1000))
-        plan.append(Stream("calls", calls.cycle, settings.calls_interval_s, calls.key))
+        calls = CallPoller(ports, int(settings.calls_lookback_s * 1000), settings.concurrency)
+        plan.append(
+            Stream("calls", calls.cycle, settings.calls_interval_s, calls.key, calls.behind_s)
+        )
     if settings.skill_groups:
         groups = SkillGroupPoller(ports)
         plan.append(Stream("skill_groups", groups.cycle, settings.skill_groups_interval_s, None))
     return plan
 
 
-async def poll_loop(
-    cycle: Cycle, interval_s: float, stop: asyncio.Event, *, stream: str, instance_id: str
+async def each(
+    items: Sequence[T], work: Callable[[T], Awaitable[None]], limit: int, stop: asyncio.Event
 ) -> None:
-    """Run `cycle` every `interval_s` until `stop` is set; a cycle in progress finishes."""
-    duration = POLL_CYCLE_SECONDS.labels(stream, instance_id)
-    lag = POLL_LAG_SECONDS.labels(stream, instance_id)
+    """`work` on every item, `limit` at a time, in the items' order; the first failure ends
+    it. A stop cancels what has not finished: work here reads CCC and publishes, so what a
+    stop cut short is done again by the next cycle or owner, with the same event ids."""
+    if not items:
+        return
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(limit, len(items)))]
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        pending: set[asyncio.Task[Any]] = set(workers)
+        while pending:
+            finished, pending = await asyncio.wait(
+                pending | {stopping}, return_when=asyncio.FIRST_COMPLETED
+            )
+            pending.discard(stopping)
+            for task in finished - {stopping}:
+                task.result()
+            if stopping in finished:
+                return
+    finally:
+        for task in [*workers, stopping]:
+            task.cancel()
+        await asyncio.gather(*workers, stopping, return_exceptions=True)
+
+
+async def poll_loop(stream: Stream, stop: asyncio.Event, *, instance_id: str) -> None:
+    """Run the stream's cycle every interval until `stop` is set; a cycle in progress stops
+    between its CCC calls."""
+    duration = POLL_CYCLE_SECONDS.labels(stream.name, instance_id)
+    lag = POLL_LAG_SECONDS.labels(stream.name, instance_id)
     last_done = time.time()
     lag.set_function(lambda: time.time() - last_done)
+    if stream.behind_s is not None:
+        STREAM_BEHIND_SECONDS.labels(stream.name, instance_id).set_function(stream.behind_s)
+    calling_as(stream.name)
     try:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                await cycle(stop)
+                await stream.cycle(stop)
             except CccError as error:
                 if not error.retriable:
                     raise  # bad credentials or a bad request will not fix themselves
@@ -163,12 +233,14 @@ async def poll_loop(
             else:
                 duration.observe(time.monotonic() - started)
                 last_done = time.time()
-            wait = interval_s - (time.monotonic() - started)
+            wait = stream.interval_s - (time.monotonic() - started)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(wait, 0))
     finally:
         # Handed to another replica (or stopping): a lag that grew on here would be false.
-        POLL_LAG_SECONDS.remove(stream, instance_id)
+        POLL_LAG_SECONDS.remove(stream.name, instance_id)
+        if stream.behind_s is not None:
+            STREAM_BEHIND_SECONDS.remove(stream.name, instance_id)
 
 
 class AgentStatePoller:
@@ -185,9 +257,17 @@ class AgentStatePoller:
     publishes what it saw and marks nobody missing.
     """
 
-    def __init__(self, ports: InstancePorts, logout_check_s: float) -> None:
+    def __init__(
+        self,
+        ports: InstancePorts,
+        logout_check_s: float,
+        batch: int,
+        tracker: Tracker | None = None,
+    ) -> None:
         self._ports = ports
         self._logout_check_s = logout_check_s
+        self._batch = batch  # RamIds per ListAgentEvents call
+        self._tracker = tracker  # told what each listing shows, for the state-log stream
         self._known: dict[str, KnownState] | None = None  # None until the first snapshot
         # Agents missing (see _still_absent): ListAgentEvents read for them up to (ms).
         self._absent: dict[str, int] = {}
@@ -198,6 +278,8 @@ class AgentStatePoller:
         ports = self._ports
         groups = await ports.directory.agents()
         read = await self._read(groups)
+        if self._tracker is not None:
+            self._tracker.listing(read.started_ms, read.sightings, complete=read.listing.complete())
         known, now_ms = self._known, read.now_ms
         after = read.current if known is None else {**known, **read.current}
         listed_at = {**self._seen, **dict.fromkeys(read.current, now_ms)}
@@ -254,7 +336,8 @@ class AgentStatePoller:
     async def _read(self, groups: Mapping[str, list[str]]) -> _Read:
         """Every page, each diffed as it comes, but for absent agents listed again."""
         ports, known, absent = self._ports, self._known, self._absent
-        read = _Read(now_ms=ports.ccc.server_time_ms())
+        now_ms = ports.ccc.server_time_ms()
+        read = _Read(started_ms=now_ms, now_ms=now_ms)
         async for page in ports.ccc.pages("ListAgentStates", {"InstanceId": ports.instance_id}):
             read.now_ms = ports.ccc.server_time_ms()
             rows: list[AgentStateRow] = page.items()
@@ -266,6 +349,13 @@ class AgentStatePoller:
                 if row.agent_id not in listed:
                     unique.setdefault(row.agent_id, row)
             rows = list(unique.values())
+            for row in rows:
+                state = row.state or ""
+                read.sightings[row.agent_id or ""] = (
+                    state,
+                    began_ms(row, read.now_ms),
+                    read.now_ms,
+                )
             read.back += [row for row in rows if row.agent_id in absent]
             fresh = [row for row in rows if row.agent_id not in absent]
             changes, seen = state_changes(ports.instance_id, known, fresh, read.now_ms, groups)
@@ -287,8 +377,8 @@ class AgentStatePoller:
         ports = self._ports
         start = min(absent[agent_id] for agent_id in agent_ids)
         ordered = sorted(agent_ids)
-        for first in range(0, len(ordered), AGENT_EVENTS_BATCH):
-            batch = ordered[first : first + AGENT_EVENTS_BATCH]
+        for first in range(0, len(ordered), self._batch):
+            batch = ordered[first : first + self._batch]
             for window in windows(start, now_ms, AGENT_EVENTS_WINDOW_MS):
                 params = {
                     "InstanceId": ports.instance_id,
@@ -314,7 +404,10 @@ class AgentStatePoller:
 class _Read:
     """One read of ListAgentStates."""
 
+    started_ms: int  # CCC's time at the first page
     now_ms: int  # CCC's time at the last page
+    # Per agent listed: its state, when that began and when its page came (for the tracker).
+    sightings: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     current: dict[str, KnownState] = field(default_factory=dict)
     events: list[Emitted] = field(default_factory=list)
     back: list[AgentStateRow] = field(default_factory=list)  # absent agents listed again
@@ -322,88 +415,195 @@ class _Read:
 
 
 class StateLogPoller:
-    """ListAgentStateLogs per agent, in windows of at most 2 hours, from a checkpoint."""
+    """ListAgentStateLogs for the agents the tracker says changed, each at most once per
+    `spacing`, a few at a time; each agent's entries go out as soon as they are read.
 
-    def __init__(self, ports: InstancePorts, settle_ms: int, backfill_ms: int) -> None:
+    The tracker learns of changes from the agent-state stream's listings (or, with that
+    stream off, from this poller's ListAgentEvents net alone); the net, every `net_s`, reads
+    ListAgentEvents for every agent in batches, which also covers what happened while no
+    process polled the instance. See service/events/tracking.py.
+    """
+
+    def __init__(self, ports: InstancePorts, tracker: Tracker, plan: StateLogPlan) -> None:
         self._ports = ports
-        self._settle_ms = settle_ms  # how far behind now to stay, for entries still arriving
-        self._backfill_ms = backfill_ms
+        self._tracker = tracker
+        self._plan = plan
+        self._net_at = -float("inf")
+        self._saved_at = -float("inf")
         self.key = f"{ports.instance_id}:agent-state-logs"
 
-    async def cycle(self, stop: asyncio.Event) -> None:
-        ports = self._ports
-        end = ports.ccc.server_time_ms() - self._settle_ms
-        saved = ports.checkpoints.get(self.key)
-        if saved is None:
-            # A first start: remember where reading begins, so the next cycle goes on from it.
-            start = end - self._backfill_ms
-            checkpoint = {"watermark_ms": start}
-            if not await until_acked(partial(ports.checkpoints.save, self.key, checkpoint), stop):
-                return
-        else:
-            start = int(saved["watermark_ms"])
-        for window in windows(start, end, LOG_WINDOW_MS):
-            events = []
-            for agent_id in sorted(await ports.directory.agents()):
-                events += await self._window(agent_id, window)
-            if not await until_acked(partial(ports.publisher.publish, events), stop):
-                return
-            checkpoint = {"watermark_ms": window[1]}
-            if not await until_acked(partial(ports.checkpoints.save, self.key, checkpoint), stop):
-                return
+    def behind_s(self) -> float:
+        return self._tracker.behind_ms(self._ports.ccc.server_time_ms()) / 1000
 
-    async def _window(self, agent_id: str, window: tuple[int, int]) -> list[Emitted]:
-        instance_id = self._ports.instance_id
-        params = {
-            "InstanceId": instance_id,
-            "RamId": int(agent_id),
-            "StartTime": window[0],
-            "EndTime": window[1],
-        }
-        entries: list[AgentStateLogEntry]
-        entries = [e async for e in self._ports.ccc.iter_items("ListAgentStateLogs", params)]
-        return state_log_events(instance_id, agent_id, entries)
+    async def cycle(self, stop: asyncio.Event) -> None:
+        ports, tracker, plan = self._ports, self._tracker, self._plan
+        end = ports.ccc.server_time_ms() - plan.settle_ms
+        if not tracker.loaded:
+            saved = ports.checkpoints.get(self.key)
+            tracker.load(saved, end - plan.backfill_ms)
+            if saved is None and not await self._save(stop):
+                return  # a first start: where reading begins is kept before anything else
+        tracker.sync(await ports.directory.agents())
+        if time.monotonic() - self._net_at >= plan.net_s:
+            await self._net(end, stop)
+        tracker.advance(end)
+        due = tracker.due(end, time.monotonic())
+        await each(due, partial(self._read, end=end, stop=stop), plan.concurrency, stop)
+        if stop.is_set() or time.monotonic() - self._saved_at >= plan.save_s:
+            await self._save(stop)
+
+    async def _save(self, stop: asyncio.Event) -> bool:
+        checkpoint = self._tracker.checkpoint()
+        saved = await until_acked(partial(self._ports.checkpoints.save, self.key, checkpoint), stop)
+        if saved:
+            self._saved_at = time.monotonic()
+        return saved
+
+    async def _net(self, end: int, stop: asyncio.Event) -> None:
+        """ListAgentEvents for every agent since the net last looked, in batches."""
+        ports, tracker = self._ports, self._tracker
+        agents = sorted(await ports.directory.agents())
+        batches = [
+            (agents[first : first + self._plan.batch], window)
+            for window in windows(tracker.net_ms, end, AGENT_EVENTS_WINDOW_MS)
+            for first in range(0, len(agents), self._plan.batch)
+        ]
+
+        async def look(batch: tuple[list[str], tuple[int, int]]) -> None:
+            agent_ids, (start, stop_ms) = batch
+            params = {
+                "InstanceId": ports.instance_id,
+                "RamId": agent_ids,
+                "StartTime": start,
+                "StopTime": stop_ms,
+            }
+            try:
+                answer = await ports.ccc.call("ListAgentEvents", params)
+            except CccRequestError as error:
+                if not error.code.startswith("NotExists"):
+                    raise
+                # An agent removed since the directory was read spoils its batch: read them all.
+                log.warning("agent_events_refused", error=str(error), agents=len(agent_ids))
+                tracker.suspect(agent_ids, stop_ms)
+                return
+            rows: list[AgentEventRow] = answer.items()
+            for row in rows:
+                if row.ram_id is not None and row.event_time is not None:
+                    tracker.event(str(row.ram_id), row.event_time)
+
+        await each(batches, look, self._plan.concurrency, stop)
+        if not stop.is_set():
+            tracker.net_ms = max(tracker.net_ms, end)
+            self._net_at = time.monotonic()
+
+    async def _read(self, due: tuple[str, int], *, end: int, stop: asyncio.Event) -> None:
+        agent_id, start = due
+        ports = self._ports
+        events: list[Emitted] = []
+        try:
+            for window in windows(start, end, LOG_WINDOW_MS):
+                params = {
+                    "InstanceId": ports.instance_id,
+                    "RamId": int(agent_id),
+                    "StartTime": window[0],
+                    "EndTime": window[1],
+                }
+                entries: list[AgentStateLogEntry]
+                entries = [e async for e in ports.ccc.iter_items("ListAgentStateLogs", params)]
+                events += state_log_events(ports.instance_id, agent_id, entries)
+        except CccRequestError as error:
+            if not error.code.startswith("NotExists"):
+                raise
+            log.warning("agent_state_logs_refused", agent_id=agent_id, error=str(error))
+            self._tracker.drop(agent_id)  # removed from the instance: the directory agrees soon
+            return
+        if await until_acked(partial(ports.publisher.publish, events), stop):
+            self._tracker.read(agent_id, end, time.monotonic())
+
+
+@dataclass(frozen=True)
+class StateLogPlan:
+    """How the state-log poller paces itself (from PollerSettings)."""
+
+    settle_ms: int  # how far behind CCC's now to stay, for entries still arriving
+    backfill_ms: int  # a first start reads this far back
+    net_s: float  # how often ListAgentEvents is read for every agent
+    batch: int  # RamIds per ListAgentEvents call
+    concurrency: int
+    save_s: float  # how often the checkpoint is written
 
 
 class CallPoller:
-    """ListCallDetailRecords with a look-back for late records; each new contact's steps
-    (ListCallEventDetailByContactId) go out before its record, under the same key."""
+    """ListCallDetailRecords over the look-back, minute by minute: a span whose TotalCount
+    matches the records seen in it is skipped, one that grew is halved until whole minutes
+    (or one page) are read. Each new contact's steps (ListCallEventDetailByContactId) go out
+    before its record, under the same key, a few contacts at a time."""
 
-    def __init__(self, ports: InstancePorts, lookback_ms: int) -> None:
+    def __init__(self, ports: InstancePorts, lookback_ms: int, concurrency: int) -> None:
         self._ports = ports
         self._lookback_ms = lookback_ms
+        self._concurrency = concurrency
+        self._book: CallBook | None = None
+        self._end_ms: int | None = None
         self.key = f"{ports.instance_id}:calls"
+
+    def behind_s(self) -> float:
+        if self._end_ms is None:
+            return 0.0
+        return max(0, self._ports.ccc.server_time_ms() - self._end_ms) / 1000
 
     async def cycle(self, stop: asyncio.Event) -> None:
         ports = self._ports
         end = ports.ccc.server_time_ms()
-        saved = ports.checkpoints.get(self.key)
-        cursor = CallsCursor.model_validate(saved) if saved else CallsCursor(watermark_ms=end)
+        if self._book is None:
+            saved = ports.checkpoints.get(self.key)
+            self._book = CallBook(CallsCursor.model_validate(saved) if saved else None)
+        book = self._book
+        first = (end - self._lookback_ms) // BUCKET_MS
+        book.forget(first)
+        fresh = await self._scan(first, end // BUCKET_MS + 1, end)
+        await each(fresh, partial(self._contact, stop=stop), self._concurrency, stop)
+        cursor = book.cursor(end).model_dump(exclude_none=True)
+        if await until_acked(partial(ports.checkpoints.save, self.key, cursor), stop):
+            self._end_ms = end
+
+    async def _scan(self, first: int, last: int, end: int) -> list[CallDetailRecordRow]:
+        """The records to publish that started in minutes [first, last), before `end`."""
+        ports, book = self._ports, self._book
+        assert book is not None  # noqa: S101 - cycle made it
         params = {
             "InstanceId": ports.instance_id,
-            "StartTime": cursor.query_start(self._lookback_ms),
-            "StopTime": end,
+            "StartTime": first * BUCKET_MS,
+            "StopTime": min(last * BUCKET_MS, end),
             "OrderBy": "ASC",
         }
+        page = {"PageNumber": 1, "PageSize": MAX_PAGE_SIZE}
+        answer = await ports.ccc.call("ListCallDetailRecords", params | page)
+        total = (answer.page() or (0, 0, 0))[0]
+        if total == book.known(first, last):
+            return []  # nothing arrived: records never change or vanish once queryable
         records: list[CallDetailRecordRow]
-        records = [r async for r in ports.ccc.iter_items("ListCallDetailRecords", params)]
-        events: list[Emitted] = []
-        for record in cursor.unseen(records):
-            events += await self._contact(record)
-        if await until_acked(partial(ports.publisher.publish, events), stop):
-            advanced = cursor.advance(records, end, self._lookback_ms).model_dump()
-            await until_acked(partial(ports.checkpoints.save, self.key, advanced), stop)
+        if total <= MAX_PAGE_SIZE:
+            records = answer.items()
+        elif last - first == 1:
+            records = [r async for r in ports.ccc.iter_items("ListCallDetailRecords", params)]
+        else:
+            middle = (first + last) // 2
+            return [*await self._scan(first, middle, end), *await self._scan(middle, last, end)]
+        return book.fresh(records)
 
-    async def _contact(self, record: CallDetailRecordRow) -> list[Emitted]:
-        instance_id = self._ports.instance_id
-        summary = call_record_event(instance_id, record)
+    async def _contact(self, record: CallDetailRecordRow, *, stop: asyncio.Event) -> None:
+        ports = self._ports
+        summary = call_record_event(ports.instance_id, record)
         contact_id = required(record.contact_id, "ContactId")
-        detail = await self._ports.ccc.call(
+        detail = await ports.ccc.call(
             "ListCallEventDetailByContactId",
-            {"InstanceId": instance_id, "ContactId": contact_id},
+            {"InstanceId": ports.instance_id, "ContactId": contact_id},
         )
-        steps = call_step_events(instance_id, contact_id, detail.items(), summary.time)
-        return [*steps, summary]
+        steps = call_step_events(ports.instance_id, contact_id, detail.items(), summary.time)
+        if await until_acked(partial(ports.publisher.publish, [*steps, summary]), stop):
+            assert self._book is not None  # noqa: S101 - cycle made it
+            self._book.add(record)
 
 
 class SkillGroupPoller:

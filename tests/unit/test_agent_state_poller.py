@@ -113,7 +113,8 @@ class Checkpoints:
 
 def poller(ccc: FakeCcc, published: Published, check_s: float) -> AgentStatePoller:
     directory = Directory(ccc, "i", refresh_s=3600)
-    return AgentStatePoller(InstancePorts("i", ccc, published, Checkpoints(), directory), check_s)
+    ports = InstancePorts("i", ccc, published, Checkpoints(), directory)
+    return AgentStatePoller(ports, check_s, batch=100)
 
 
 async def test_a_quiet_agent_is_not_logged_out_and_comes_back_from_its_last_state() -> None:

@@ -96,7 +96,7 @@ class QuietCcc:
         self.failure = failure  # raised by ListAgentStates, when given
 
     async def call(self, *_: object, **__: object) -> Any:
-        return SimpleNamespace(items=list)
+        return SimpleNamespace(items=list, page=lambda: (0, 1, 100))
 
     async def pages(self, *_: object, **__: object) -> AsyncIterator[Any]:
         if self.failure is not None:

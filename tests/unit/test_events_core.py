@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 from service.ccc.catalog import load_catalog
 from service.cloudevents import ID_NAMESPACE, Emitted, envelope, event_id, from_ms
 from service.events.core import (
+    BUCKET_MS,
+    CallBook,
     CallsCursor,
     KnownState,
     Listing,
@@ -211,22 +214,75 @@ def test_windows_refuse_a_zero_size() -> None:
         windows(0, 10, 0)
 
 
-def cdr(contact: str, start: int) -> Any:
-    return SimpleNamespace(contact_id=contact, start_time=start)
+def cdr(contact: str, start: int, duration_s: int = 30) -> Any:
+    return SimpleNamespace(contact_id=contact, start_time=start, duration=duration_s)
 
 
-def test_calls_cursor_rereads_the_lookback_and_forgets_what_left_it() -> None:
-    lookback = 60_000
-    cursor = CallsCursor(watermark_ms=NOW)
-    assert cursor.query_start(lookback) == NOW - lookback
-    first = [cdr("c1", NOW - 50_000), cdr("c2", NOW - 1_000)]
-    assert cursor.unseen(first) == first
-    cursor = cursor.advance(first, NOW + 10_000, lookback)
-    late = [*first, cdr("c3", NOW - 40_000)]  # arrived late, inside the look-back
-    assert [r.contact_id for r in cursor.unseen(late)] == ["c3"]
-    cursor = cursor.advance(late, NOW + 30_000, lookback)
-    assert set(cursor.seen) == {"c2"}  # c1 and c3 started before the new horizon
-    assert CallsCursor.model_validate(cursor.model_dump()) == cursor
+def ids(records: list[Any]) -> list[str]:
+    return [record.contact_id for record in records]
+
+
+def test_call_book_publishes_each_contact_once_and_counts_per_minute() -> None:
+    book = CallBook()
+    minute = NOW // BUCKET_MS
+    first = [cdr("c1", NOW), cdr("c2", NOW + 1_000, duration_s=200)]
+    assert ids(book.fresh(first)) == ["c1", "c2"]
+    assert book.known(minute, minute + 1) == 0  # nothing counts before it is published
+    for record in first:
+        book.add(record)
+    assert book.known(minute, minute + 1) == 2
+    late = [*first, cdr("c3", NOW + 2_000)]  # queryable later, in the same minute
+    assert ids(book.fresh(late)) == ["c3"]
+    book.add(late[2])
+    book.add(late[2])  # published twice (a retry) counts once
+    assert book.known(minute, minute + 1) == 3
+    assert book.known(minute + 1, minute + 2) == 0
+
+
+def test_call_book_after_a_restart_skips_counted_minutes_and_republishes_grown_ones() -> None:
+    before = CallBook()
+    quiet = [cdr("q1", NOW), cdr("q2", NOW + 5_000)]
+    busy = [cdr("b1", NOW + BUCKET_MS)]
+    for record in [*quiet, *busy]:
+        before.add(record)
+    saved = before.cursor(NOW + 2 * BUCKET_MS).model_dump(exclude_none=True)
+    after = CallBook(CallsCursor.model_validate(saved))
+    assert after.fresh(quiet) == []  # as many as counted: the same ones
+    grown = [*busy, cdr("b2", NOW + BUCKET_MS + 1_000)]
+    # Which of the two is new is unknown: both go again, under their deterministic ids.
+    assert ids(after.fresh(grown)) == ["b1", "b2"]
+    for record in grown:
+        after.add(record)
+    assert after.fresh([*quiet, *grown]) == []
+    assert after.known(NOW // BUCKET_MS, NOW // BUCKET_MS + 2) == 4
+
+
+def test_call_book_forgets_minutes_that_left_the_look_back() -> None:
+    book = CallBook()
+    old, new = cdr("old", NOW), cdr("new", NOW + 3 * BUCKET_MS)
+    book.add(old)
+    book.add(new)
+    book.forget(NOW // BUCKET_MS + 1)
+    assert book.cursor(NOW).cells == [(NOW // BUCKET_MS + 3, 0, 1)]
+    assert ids(book.fresh([old])) == ["old"]  # out of reach: no longer guarded
+
+
+def test_call_book_reads_the_earlier_checkpoint_format() -> None:
+    legacy = CallsCursor.model_validate({"watermark_ms": NOW, "seen": {"c1": NOW}})
+    book = CallBook(legacy)
+    assert ids(book.fresh([cdr("c1", NOW), cdr("c2", NOW)])) == ["c2"]
+
+
+def test_calls_checkpoint_of_50000_contacts_stays_far_under_a_kafka_message() -> None:
+    lookback_min = 30
+    book = CallBook()
+    for n in range(50_000):
+        start = NOW + (n * 36_000) % (lookback_min * BUCKET_MS)  # spread over 30 minutes
+        book.add(cdr(f"job-{n:012d}@ccc-demo", start, duration_s=(n * 7) % 1_800))
+    encoded = json.dumps(book.cursor(NOW).model_dump(exclude_none=True)).encode()
+    assert sum(n for _, _, n in book.cursor(NOW).cells) == 50_000
+    # A cell per start minute and length: at most 30 x 31 of them, whatever the call count.
+    assert len(encoded) < 64 * 1024, len(encoded)
 
 
 def test_call_record_and_steps_from_client_models() -> None:
