@@ -69,6 +69,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="list ListAgentStates rows in a new order on every call (the order is undocumented)",
     )
+    parser.add_argument(
+        "--retention-s",
+        type=_positive_float,
+        default=EmulatorConfig.retention_s,
+        help="simulated seconds of history kept (state logs, events, calls, records); older "
+        "history is forgotten, so memory stays bounded (default 7200)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -153,6 +160,7 @@ def _config(args: argparse.Namespace) -> tuple[EmulatorConfig, str]:
         quiet_agents=args.quiet_agents,
         other_states_rate=args.other_states_rate,
         shuffle_rows=args.shuffle_rows,
+        retention_s=args.retention_s,
     )
     return config, f"{source} ({key_id})"
 

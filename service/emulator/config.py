@@ -56,6 +56,9 @@ class EmulatorConfig:
     # ListAgentStates rows in a new order on every call: row order is undocumented, so a
     # list read page by page may miss or repeat an agent.
     shuffle_rows: bool = False
+    # Simulated seconds of history kept: state logs, agent events, calls and their records,
+    # SMS and appraisals older than this are forgotten, so a long run's memory is bounded.
+    retention_s: float = 7200.0
 
 
 class SimClock:

@@ -8,7 +8,10 @@ Under /_emulator/, unsigned, beside the listings of PRODUCT.md section 6:
 - `GET|POST|DELETE /_emulator/faults`: list, set (one rule per action, "*" for the rest;
   a new rule for an action replaces its old one) or clear fault rules;
 - `POST /_emulator/clock` `{"advance_s": N}`: jump the simulation clock forward, answering
-  `{"now", "now_ms"}`, so tests in other processes can skip simulated time.
+  `{"now", "now_ms"}`, so tests in other processes can skip simulated time;
+- `GET|DELETE /_emulator/stats`: per-action counters of every RPC request since the start or
+  the last reset (the requests log keeps only the latest, so a long benchmark counts here);
+- `POST /_emulator/quiesce`: wind the centre down, answering `{"quiesced_at"}`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from email.utils import formatdate
+from functools import cache
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
@@ -39,12 +44,20 @@ TIMESTAMP_WINDOW_S = 15 * 60  # FACTS.md section 3
 NONCE_WINDOW_S = 31 * 60  # FACTS.md section 3: the gateway's nonce-dedupe window
 # Bounds memory under a benchmark; past it the oldest nonces are forgotten early.
 NONCE_STORE_MAX = 1_000_000
-# The requests log keeps the most recent requests only, so a long run cannot exhaust memory.
+# The requests log keeps the latest requests only, at most this many and this many characters
+# of their wire text, so neither a long run nor large requests can exhaust memory.
 REQUESTS_LOG_MAX = 100_000
+REQUESTS_LOG_MAX_CHARS = 64 * 1024 * 1024
+# The largest request body accepted (aiohttp's default, made explicit): a larger one gets
+# aiohttp's own 413. With 16-digit RamIds it holds some 36,000 `RamId.N` (docs/emulator.md).
+CLIENT_MAX_SIZE = 1024**2
 RETRY_AFTER_MS = 200  # hint sent with Throttling.User; the Tea SDK honours it
 SECRET_PARAMS = frozenset({"Signature", "BearerToken", "SecurityToken"})
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 JSON_BODY_ERROR = "the body must be a JSON object"
+# What the requests log and the stats record for a body over aiohttp's client_max_size: the
+# HTTP server's own refusal (a plain-text 413), met before any CCC rule.
+BODY_TOO_LARGE = "RequestEntityTooLarge"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Model = TypeVar("Model", bound=BaseModel)
@@ -60,6 +73,7 @@ class SimulationPort(Protocol):
     def agents(self) -> list[dict[str, Any]]: ...
     def agent_state_history(self) -> list[dict[str, Any]]: ...
     def call_history(self) -> list[dict[str, Any]]: ...
+    def quiesce(self) -> int: ...
 
 
 class GatewayError(Exception):
@@ -100,6 +114,19 @@ class ClockAdvance(BaseModel):
     advance_s: float = Field(ge=0)
 
 
+@dataclass
+class ActionStats:
+    """One action's counters. `items` and `empty` count successful answers only; `bytes`
+    counts every answer body, errors included."""
+
+    calls: int = 0
+    ok: int = 0
+    empty: int = 0
+    items: int = 0
+    bytes: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # by error code
+
+
 class NonceStore:
     """SignatureNonces seen within the dedupe window, oldest first, pruned as time passes."""
 
@@ -132,13 +159,60 @@ def new_request_id() -> str:
     return str(uuid.uuid4()).upper()
 
 
-async def read_params(request: web.Request) -> dict[str, str]:
-    """Query string merged with a form body (the body wins), as the signature covers both."""
-    params = dict(request.query)
+async def read_wire(request: web.Request) -> tuple[str, str]:
+    """The raw query string and the form body's text ("" if none): what the signature covers."""
+    form = ""
     if request.content_type == FORM_CONTENT_TYPE and request.body_exists:
-        body = (await request.read()).decode("utf-8", errors="replace")
-        params.update(parse_qsl(body, keep_blank_values=True, errors="replace"))
+        form = (await request.read()).decode("utf-8", errors="replace")
+    return request.rel_url.raw_query_string, form
+
+
+def wire_params(query: str, form: str) -> dict[str, str]:
+    """Query string merged with a form body (the body wins), as the signature covers both."""
+    params = dict(parse_qsl(query, keep_blank_values=True, errors="replace"))
+    params.update(parse_qsl(form, keep_blank_values=True, errors="replace"))
     return params
+
+
+LogEntry = tuple[str, str, str, str, int, int]  # at, query, form, code, items, bytes
+
+
+class RequestsLog:
+    """The latest RPC requests, oldest dropped first past either bound. Each is kept as its wire
+    text in a plain tuple and parsed only when listed: a parsed ListAgentEvents of 100 RamIds
+    took 17 KB, its text takes 3, and the collector does not track plain tuples."""
+
+    def __init__(
+        self, max_entries: int = REQUESTS_LOG_MAX, max_chars: int = REQUESTS_LOG_MAX_CHARS
+    ) -> None:
+        self._max_entries = max_entries
+        self._max_chars = max_chars
+        self._entries: deque[LogEntry] = deque()
+        self._chars = 0
+
+    def add(self, entry: LogEntry) -> None:
+        self._entries.append(entry)
+        self._chars += len(entry[1]) + len(entry[2])
+        while len(self._entries) > self._max_entries or self._chars > self._max_chars:
+            _, query, form, *_ = self._entries.popleft()
+            self._chars -= len(query) + len(form)
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [_logged(entry) for entry in self._entries]
+
+
+def _logged(entry: LogEntry) -> dict[str, Any]:
+    at, query, form, code, items, size = entry
+    params = wire_params(query, form)
+    return {
+        "at": at,
+        "action": params.get("Action"),
+        "version": params.get("Version"),
+        "params": {k: v for k, v in params.items() if k not in SECRET_PARAMS},
+        "code": code,
+        "items": items,
+        "bytes": size,
+    }
 
 
 def _missing(name: str) -> GatewayError:
@@ -186,11 +260,13 @@ class Gateway:
         self._nonces = NonceStore()
         self._faults: dict[str, FaultRule] = {}
         self._rng = random.Random(config.seed)  # noqa: S311 - fault dice, not cryptography
-        self._requests: deque[dict[str, Any]] = deque(maxlen=REQUESTS_LOG_MAX)
+        self._requests = RequestsLog()
+        self._stats: dict[str, ActionStats] = {}
+        self._stats_since = clock.now_ms()
 
     def routes(self) -> list[web.RouteDef]:
         listings: dict[str, Callable[[], list[dict[str, Any]]]] = {
-            "/_emulator/requests": lambda: list(self._requests),
+            "/_emulator/requests": self._requests.listing,
             "/_emulator/calls": self._sim.calls,
             "/_emulator/sms": self._sim.sms,
             "/_emulator/appraisals": self._sim.appraisals,
@@ -206,17 +282,27 @@ class Gateway:
             web.post("/_emulator/faults", self.set_faults),
             web.delete("/_emulator/faults", self.clear_faults),
             web.post("/_emulator/clock", self.advance_clock),
+            web.get("/_emulator/stats", self.get_stats),
+            web.delete("/_emulator/stats", self.reset_stats),
+            web.post("/_emulator/quiesce", self.quiesce),
         ]
 
     # --- RPC ---------------------------------------------------------------------------
 
     async def rpc(self, request: web.Request) -> web.StreamResponse:
         at = rfc3339(self._clock.now_ms())  # simulation time, like every inspection record
-        params = await read_params(request)
-        request_id = new_request_id()
-        code = "OK"
         try:
-            body, drop = await self._execute(request, params, request_id)
+            query, form = await read_wire(request)
+        except web.HTTPRequestEntityTooLarge as refused:
+            query = request.rel_url.raw_query_string
+            action = wire_params(query, "").get("Action")
+            self._log((at, query, "", BODY_TOO_LARGE, 0, _body_size(refused)), action)
+            raise
+        params = wire_params(query, form)
+        request_id = new_request_id()
+        code, items = "OK", 0
+        try:
+            spec, body, drop = await self._execute(request, params, request_id)
         except GatewayError as error:
             code = error.code
             response = self._gateway_error(error, request_id)
@@ -224,11 +310,12 @@ class Gateway:
             code = error.code
             response = _business_error(error, request_id)
         else:
+            items = _item_count(spec.name, body)
             response = web.json_response(body)
             if drop and request.transport is not None:
                 # The action ran; losing the answer models a response lost on the way back.
                 request.transport.abort()
-        self._log(at, params, code)
+        self._log((at, query, form, code, items, _body_size(response)), params.get("Action"))
         # The simulated contact centre's own time, as a real server's Date header gives its
         # own: clients that read it follow the simulation at any speed.
         response.headers["Date"] = formatdate(self._clock.now_ms() / 1000, usegmt=True)
@@ -236,15 +323,16 @@ class Gateway:
 
     async def _execute(
         self, request: web.Request, params: dict[str, str], request_id: str
-    ) -> tuple[dict[str, Any], bool]:
-        """The success body, and whether to drop it; raises GatewayError or BusinessError."""
+    ) -> tuple[ActionSpec, dict[str, Any], bool]:
+        """The action, its success body, and whether to drop it; raises GatewayError or
+        BusinessError."""
         spec = self._route(params)
         self._authenticate(request, params)
         api_params = parse_api_params(spec, params)
         fault = self._faults.get(spec.name) or self._faults.get("*")
         drop = False if fault is None else await self._inject(fault)
         result = self._sim.handle(spec.name, api_params)
-        return _success_body(spec, result, request_id), drop
+        return spec, _success_body(spec, result, request_id), drop
 
     def _route(self, params: Mapping[str, str]) -> ActionSpec:
         version = params.get("Version")
@@ -405,7 +493,21 @@ class Gateway:
         now_ms = self._clock.now_ms()
         return web.json_response({"now": rfc3339(now_ms), "now_ms": now_ms})
 
-    # --- responses and log -------------------------------------------------------------
+    # --- quiesce and stats -------------------------------------------------------------
+
+    async def quiesce(self, _request: web.Request) -> web.Response:
+        return web.json_response({"quiesced_at": self._sim.quiesce()})
+
+    async def get_stats(self, _request: web.Request) -> web.Response:
+        actions = {name: asdict(stats) for name, stats in sorted(self._stats.items())}
+        return web.json_response({"since": self._stats_since, "actions": actions})
+
+    async def reset_stats(self, request: web.Request) -> web.Response:
+        self._stats.clear()
+        self._stats_since = self._clock.now_ms()
+        return await self.get_stats(request)
+
+    # --- responses, log and stats ------------------------------------------------------
 
     def _gateway_error(self, error: GatewayError, request_id: str) -> web.Response:
         body = {
@@ -420,16 +522,24 @@ class Gateway:
         }
         return web.json_response(body, status=error.status, headers=error.headers)
 
-    def _log(self, at: str, params: Mapping[str, str], code: str) -> None:
-        self._requests.append(
-            {
-                "at": at,
-                "action": params.get("Action"),
-                "version": params.get("Version"),
-                "params": {k: v for k, v in params.items() if k not in SECRET_PARAMS},
-                "code": code,
-            }
-        )
+    def _log(self, entry: LogEntry, action: str | None) -> None:
+        """Log the request and count it against its action: "" if it names no CCC action, so
+        made-up names cannot grow the counters without bound."""
+        self._requests.add(entry)
+        *_, code, items, size = entry
+        name = action if action is not None and action in self._catalog.actions else ""
+        stats = self._stats.get(name)
+        if stats is None:
+            stats = self._stats[name] = ActionStats()
+        stats.calls += 1
+        stats.bytes += size
+        if code == "OK":
+            stats.ok += 1
+            stats.items += items
+            if items == 0:
+                stats.empty += 1
+        else:
+            stats.errors[code] = stats.errors.get(code, 0) + 1
 
 
 def _success_body(spec: ActionSpec, result: Mapping[str, Any], request_id: str) -> dict[str, Any]:
@@ -443,6 +553,41 @@ def _success_body(spec: ActionSpec, result: Mapping[str, Any], request_id: str) 
     # Only the common fields the action's response has: a few (GetNumberRegionInfo,
     # PickLocalNumber) answer without HttpStatusCode.
     return {k: v for k, v in common.items() if k in spec.response} | dict(result)
+
+
+@cache
+def _list_path(action: str) -> tuple[str, ...] | None:
+    """Where a List… or Find… answer keeps its items: the first list reached through objects
+    alone, shallowest first (Data.List.RealTimeAgentState); None for the other actions."""
+    if not action.startswith(("List", "Find")):
+        return None
+    level: list[tuple[tuple[str, ...], Mapping[str, Any]]] = [((), load_catalog()[action].response)]
+    while level:
+        deeper: list[tuple[tuple[str, ...], Mapping[str, Any]]] = []
+        for path, shape in level:
+            for key, value in shape.items():
+                if isinstance(value, list):
+                    return (*path, key)
+                if isinstance(value, dict):
+                    deeper.append(((*path, key), value))
+        level = deeper
+    return None
+
+
+def _item_count(action: str, body: Mapping[str, Any]) -> int:
+    """The items of a list answer, else 1: what tells an empty poll from a full one."""
+    path = _list_path(action)
+    if path is None:
+        return 1
+    value: Any = body
+    for key in path:
+        value = value[key]
+    return len(value)
+
+
+def _body_size(response: web.Response) -> int:
+    body = response.body
+    return len(body) if isinstance(body, (bytes, bytearray)) else 0
 
 
 def _business_error(error: BusinessError, request_id: str) -> web.Response:
@@ -478,6 +623,6 @@ async def _parse_body(request: web.Request, model: type[Model]) -> Model | web.R
 
 
 def create_app(config: EmulatorConfig, sim: SimulationPort, clock: SimClock) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app.add_routes(Gateway(config, sim, clock).routes())
     return app

@@ -8,6 +8,7 @@ type, a key the handler leaves out is synthesised from its name (so actions with
 behaviour are answered by the one synthesiser), and None stands for an empty object or list.
 
 Time windows are half-open, [start, stop): consecutive polls neither miss nor repeat a fact.
+A window starts no earlier than the simulation's retention cutoff: older facts are gone.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from service.emulator.model import (
     PhoneNumber,
     Profile,
     SkillGroup,
+    call_record,
     cdr_order,
     invalid,
     lookup,
@@ -588,9 +590,12 @@ def _list_agent_states(req: Request) -> dict[str, Any]:
     inst, now = req.inst, req.now
     # Only agents active (a state change) within the window are listed (doc 90007): a quiet
     # one is absent though logged in.
-    active_since = now - int(req.sim.config.active_window_s * 1000)
-    seqs = [s for s in _agent_state_seqs(inst, req) if inst.by_seq[s].since_ms >= active_since]
+    quiet = inst.unchanged_since(now - int(req.sim.config.active_window_s * 1000))
+    seqs = _agent_state_seqs(inst, req)
+    if quiet:
+        seqs = [s for s in seqs if s not in quiet]
     if req.sim.config.shuffle_rows:
+        seqs = list(seqs)  # never the index itself
         req.sim.shuffle(seqs)
     page, echo = paged(req, seqs)
     rows = []
@@ -687,22 +692,22 @@ def _list_agent_state_logs(req: Request) -> dict[str, Any]:
     agent = inst.agent_by_ram(req.text("RamId"), "RamId")
     start, end = int(req.params["StartTime"]), int(req.params["EndTime"])
     STATE_LOG_WINDOW.check(start, end, inclusive=True)
-    low = bisect_left(agent.log, start, key=lambda e: e.at)
-    high = bisect_left(agent.log, end, key=lambda e: e.at)
+    low = bisect_left(agent.log, max(start, req.sim.retained_since), key=lambda e: e[0])
+    high = bisect_left(agent.log, end, key=lambda e: e[0])
     page, echo = paged(req, agent.log[low:high])
     rows = [
         {
-            "ConnectId": f"{e.contact_id}-{agent.seq}" if e.contact_id else "",
-            "ContactId": e.contact_id,
-            "CounterParty": e.counter_party,
+            "ConnectId": f"{contact_id}-{agent.seq}" if contact_id else "",
+            "ContactId": contact_id,
+            "CounterParty": counter_party,
             "InstanceId": inst.id,
             "RamId": agent.ram_id,
-            "SkillGroupIds": e.skill_group_ids,
-            "State": e.state,
-            "StateCode": e.code,
-            "StateTime": e.at,
+            "SkillGroupIds": skill_group_ids,
+            "State": state,
+            "StateCode": code,
+            "StateTime": at,
         }
-        for e in page
+        for at, state, code, contact_id, counter_party, skill_group_ids in page
     ]
     return {"AgentStateLogPage": {"List": rows, **echo}}
 
@@ -718,6 +723,7 @@ def _list_agent_events(req: Request) -> dict[str, Any]:
         start = given_start
         AGENT_EVENT_WINDOW.check(start, stop, inclusive=False)
     labels = set(req.items("Event"))
+    start = max(start, req.sim.retained_since)
     rows: list[dict[str, Any]] = []
     for agent in agents:
         low = bisect_left(agent.events, start, key=lambda e: e[0])
@@ -742,23 +748,29 @@ def _list_agent_events(req: Request) -> dict[str, Any]:
 # -- calls
 
 
-def _cdr_filters(req: Request) -> list[Callable[[dict[str, Any]], bool]]:
-    checks: list[Callable[[dict[str, Any]], bool]] = []
+def _cdr_filters(req: Request) -> list[Callable[[Call], bool]]:
+    """Checks on the record's ContactId, ContactType, ContactDisposition, CallingNumber,
+    CalledNumber and AgentNames, read from the ended call the record is built from."""
+    checks: list[Callable[[Call], bool]] = []
     if contact_id := req.text("ContactId"):
-        checks.append(lambda r: r["ContactId"] == contact_id)
+        checks.append(lambda c: c.contact_id == contact_id)
     if kinds := set(req.csv("ContactType")):
-        checks.append(lambda r: r["ContactType"] in kinds)
+        checks.append(lambda c: c.contact_type in kinds)
     if dispositions := set(req.csv("ContactDisposition")):
-        checks.append(lambda r: r["ContactDisposition"] in dispositions)
+        checks.append(lambda c: c.disposition in dispositions)
     if phone := req.text("PhoneNumber"):
-        checks.append(lambda r: phone in {r["CallingNumber"], r["CalledNumber"]})
+        checks.append(lambda c: phone in {c.caller, c.callee})
     if criteria := req.text("Criteria"):
-        fields = ("ContactId", "CallingNumber", "CalledNumber", "AgentNames")
-        checks.append(lambda r: any(criteria in str(r[f]) for f in fields))
+        checks.append(
+            lambda c: any(criteria in f for f in (c.contact_id, c.caller, c.callee, c.agent_name))
+        )
     return checks
 
 
-def _cdr_query(req: Request) -> list[dict[str, Any]]:
+def _cdr_positions(req: Request) -> Sequence[int]:
+    """Where the matching records sit in `inst.records`, in the order asked for. Unfiltered,
+    it is a range, so a page costs O(log n + page) however long the window; a filter costs
+    O(window)."""
     inst, now = req.inst, req.now
     start = req.number("StartTime") or start_of_day(now)
     stop = req.number("StopTime") or now
@@ -767,27 +779,28 @@ def _cdr_query(req: Request) -> list[dict[str, Any]]:
     order = req.text("OrderBy").upper() or "ASC"
     if order not in {"ASC", "DESC"}:
         raise invalid("OrderBy", f"must be ASC or DESC, got {req.text('OrderBy')!r}")
+    start = max(start, req.sim.retained_since)
     low = bisect_left(inst.records, (start, ""), key=cdr_order)
     high = bisect_left(inst.records, (stop, ""), key=cdr_order)
-    checks = _cdr_filters(req)
-    records = [
-        e.record
-        for e in inst.records[low:high]
-        if e.available_at <= now and all(check(e.record) for check in checks)
-    ]
-    return records[::-1] if order == "DESC" else records
+    positions: Sequence[int] = range(low, high)
+    if checks := _cdr_filters(req):
+        records = inst.records
+        positions = [i for i in positions if all(check(records[i]) for check in checks)]
+    return positions[::-1] if order == "DESC" else positions
 
 
 def _list_call_records(req: Request) -> dict[str, Any]:
-    page, echo = paged(req, _cdr_query(req))
+    records = req.inst.records
+    positions, echo = paged(req, _cdr_positions(req))
+    page = [call_record(records[i]) for i in positions]
     if req.params.get("WithRecording") is False:
         page = [{**r, "Recordings": None} for r in page]
-    return {"CallDetailRecords": {"List": {"CallDetailRecord": list(page)}, **echo}}
+    return {"CallDetailRecords": {"List": {"CallDetailRecord": page}, **echo}}
 
 
 def _list_call_events(req: Request) -> dict[str, Any]:
     inst = req.inst
-    call = lookup(inst.calls, req.text("ContactId"), "ContactId", inst.id)
+    call = req.sim.contact(inst, req.text("ContactId"), "ContactId")
     release_agent = call.agent.display_name if call.agent and call.ended else ""
     return {
         "Data": {
@@ -804,27 +817,28 @@ def _list_call_events(req: Request) -> dict[str, Any]:
 
 
 def _call_event_view(call: Call, event: CallEvent) -> dict[str, Any]:
+    at, name, status, agent_name, skill_group_name = event
     return {
-        "Event": event.name,
-        "Status": event.status,
-        "TimeStamp": str(event.at),
-        "AgentName": event.agent_name,
+        "Event": name,
+        "Status": status,
+        "TimeStamp": str(at),
+        "AgentName": agent_name,
         "CallMode": call.contact_type,
-        "Duration": (event.at - call.start_ms) // 1000,  # seconds into the call
+        "Duration": (at - call.start_ms) // 1000,  # seconds into the call
         "DetailData": {
-            "EventType": event.name,
+            "EventType": name,
             "HangUper": "",
             "Helper": "",
             "SatisfactionalResearch": "",
-            "SkillGroup": event.skill_group_name,
+            "SkillGroup": skill_group_name,
         },
     }
 
 
 def _list_recordings_by_contact(req: Request) -> dict[str, Any]:
     inst = req.inst
-    call = lookup(inst.calls, req.text("ContactId"), "ContactId", inst.id)
-    return {"Recordings": call.record["Recordings"] if call.record else None}
+    call = req.sim.contact(inst, req.text("ContactId"), "ContactId")
+    return {"Recordings": call_record(call)["Recordings"] if call.ended else None}
 
 
 def _download_recording(req: Request) -> dict[str, Any]:
@@ -897,14 +911,14 @@ def _send_sms(req: Request) -> dict[str, Any]:
 
 def _launch_appraise(req: Request) -> dict[str, Any]:
     inst = req.inst
-    acid = lookup(inst.calls, req.text("Acid"), "Acid", inst.id).contact_id
+    acid = req.sim.contact(inst, req.text("Acid"), "Acid").contact_id
     req.sim.record_appraisal(inst, req.action, acid, [])
     return {}
 
 
 def _launch_sms_appraise(req: Request) -> dict[str, Any]:
     inst = req.inst
-    acid = lookup(inst.calls, req.text("Acid"), "Acid", inst.id).contact_id
+    acid = req.sim.contact(inst, req.text("Acid"), "Acid").contact_id
     contact_type = req.number("ContactType")
     if contact_type not in {0, 1}:
         raise invalid("ContactType", f"must be 0 (inbound) or 1 (outbound), got {contact_type}")

@@ -1,21 +1,25 @@
 """The simulated contact centre's data: instances, agents, skill groups, numbers, flows, calls.
 
 Plain mutable records plus the indexes that keep the hot reads cheap: ListAgentStates pages
-a sorted list of logged-in agents (O(page)), and routing takes the longest-idle Ready agent
-of a skill group in O(1).
+a sorted list of logged-in agents (O(page)), routing takes the longest-idle Ready agent of a
+skill group in O(1), and every history is sorted by time, so a window is two bisections and
+retention drops a prefix (`Instance.trim`).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections import deque
-from collections.abc import Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import takewhile
+from operator import itemgetter
 from typing import Any, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 # ListAgentStates (2017) has no offline value (FACTS.md section 9), so an agent that logged
 # out is simply absent from it; ListRealTimeAgent and the inspection API report "Offline".
@@ -84,6 +88,12 @@ def lookup(items: Mapping[K, V], key: K, param: str, instance_id: str) -> V:
         raise not_found(param, key, instance_id) from None
 
 
+def drop_before(items: list[T], cutoff: int, at: Callable[[T], int]) -> None:
+    """Drop the prefix of a time-sorted list older than `cutoff`: retention's trim."""
+    if items and at(items[0]) < cutoff:
+        del items[: bisect_left(items, cutoff, key=at)]
+
+
 def rfc3339(ms: int) -> str:
     """Epoch ms as RFC 3339 UTC with milliseconds: 2026-11-24T10:00:00.123Z."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -94,14 +104,12 @@ def wall_text(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-@dataclass(frozen=True, slots=True)
-class StateLogEntry:
-    at: int
-    state: str
-    code: str
-    contact_id: str
-    counter_party: str
-    skill_group_ids: str
+# (at, state, code, contact_id, counter_party, skill_group_ids). Histories are plain tuples of
+# plain values, which the collector stops tracking: an hour at 5,000 agents makes some 430,000
+# state log entries, and a full collection over them all would stall every answer for seconds.
+StateLogEntry = tuple[int, str, str, str, str, str]
+# (at, name, status, agent_name, skill_group_name), plain for the same reason
+CallEvent = tuple[int, str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +145,13 @@ class Agent:
     @property
     def login_name(self) -> str:
         return self.profile.login_name
+
+    def trim(self, cutoff: int) -> None:
+        """Forget log entries and events older than `cutoff`. Called as they grow, not for
+        every agent every minute: one whose state never changes keeps its few old ones, which
+        readers leave out anyway."""
+        drop_before(self.log, cutoff, itemgetter(0))
+        drop_before(self.events, cutoff, itemgetter(0))
 
     @property
     def display_name(self) -> str:
@@ -220,17 +235,12 @@ class Device:
     is_login: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class CallEvent:
-    at: int
-    name: str
-    status: str
-    agent_name: str
-    skill_group_name: str
-
-
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Call:
+    """A call, and once ended its detail record (call_record). One object per call, with
+    slots, and its events in a tuple: an hour at 5,000 agents makes some 170,000 calls, and
+    each object costs memory and the collector's time."""
+
     contact_id: str
     instance_id: str
     contact_type: str
@@ -238,6 +248,8 @@ class Call:
     callee: str
     start_ms: int
     task_id: str = ""
+    action: str = ""  # Inbound, DialEx or StartBack2BackCall; "" for an agent's own dial
+    params: dict[str, Any] | None = None  # the API parameters that placed it
     skill_group: SkillGroup | None = None
     agent: Agent | None = None
     waiting: bool = False
@@ -248,21 +260,96 @@ class Call:
     talk_ms: int = 0
     acw_ms: int = 0
     ended: bool = False
+    ended_ms: int = 0
     disposition: str = ""
-    record: dict[str, Any] | None = None
-    events: list[CallEvent] = field(default_factory=list)
+    satisfaction: int = 0  # 1 to 5 when the customer left a score
+    agent_name: str = ""  # the agent's and skill group's names when the call ended
+    group_name: str = ""
+    available_at: int = 0  # records arrive late: queryable from here on
+    events: tuple[CallEvent, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class CdrEntry:
-    start_ms: int
-    contact_id: str
-    available_at: int  # records arrive late: queryable only from here on
-    record: dict[str, Any]  # every field any CDR view needs; each action projects its own
+SATISFACTION = {
+    1: "Very dissatisfied",
+    2: "Dissatisfied",
+    3: "Neutral",
+    4: "Satisfied",
+    5: "Very satisfied",
+}
 
 
-def cdr_order(entry: CdrEntry) -> tuple[int, str]:
-    return (entry.start_ms, entry.contact_id)
+def call_record(call: Call) -> dict[str, Any]:
+    """An ended call's detail record, with every field any CDR view of the catalogue needs:
+    built when read, as most records never are."""
+    agent, group = call.agent, call.skill_group
+    ended, satisfaction = call.ended_ms, call.satisfaction
+    common = {
+        "ContactId": call.contact_id,
+        "ContactType": call.contact_type,
+        "InstanceId": call.instance_id,
+    }
+    numbers = {"CallingNumber": call.caller, "CalledNumber": call.callee}
+    agents: list[dict[str, Any]] = []
+    recordings: list[dict[str, Any]] = []
+    if agent is not None:
+        agents.append(
+            {
+                **common,
+                "AgentId": agent.ram_id,
+                "AgentName": call.agent_name,
+                "Feedback": "",
+                "Satisfaction": str(satisfaction or ""),
+                "SkillGroupName": call.group_name,
+                "StartTime": call.ring_start_ms or call.start_ms,
+                "HoldTime": 0,
+                "QueueTime": call.queue_ms // 1000,
+                "RingTime": max(0, (call.answered_ms or ended) - (call.ring_start_ms or ended))
+                // 1000,
+                "TalkTime": call.talk_ms // 1000,
+                "WorkTime": call.acw_ms // 1000,
+            }
+        )
+    if call.talk_ms:
+        recordings.append(
+            {
+                **common,
+                **numbers,
+                "AgentId": agent.ram_id if agent else "",
+                "AgentName": call.agent_name,
+                "Channel": "Mixed",
+                "Duration": call.talk_ms // 1000,
+                "FileDescription": f"Recording of {call.contact_id}",
+                "FileName": f"{call.contact_id}.wav",
+                "FilePath": f"recordings/{call.instance_id}/{call.contact_id}.wav",
+                "QualityCheckTaskId": "",
+                "QualityCheckTid": "",
+                "StartTime": call.answered_ms,
+            }
+        )
+    return {
+        **common,
+        **numbers,
+        "ContactDisposition": call.disposition,
+        "StartTime": call.start_ms,
+        "Duration": (ended - call.start_ms) // 1000,
+        "Agents": {"CallDetailAgent": agents},
+        "AgentNames": call.agent_name,
+        "SkillGroupIdList": group.id if group else "",
+        "SkillGroupNames": call.group_name,
+        "Satisfaction": satisfaction,
+        "SatisfactionDesc": SATISFACTION.get(satisfaction, ""),
+        "Feedback": "",
+        "ExtraAttr": "",
+        "Recordings": {"Recording": recordings},
+    }
+
+
+def cdr_order(call: Call) -> tuple[int, str]:
+    return (call.start_ms, call.contact_id)
+
+
+def call_start(call: Call) -> int:
+    return call.start_ms
 
 
 @dataclass(eq=False)
@@ -276,6 +363,9 @@ class Instance:
     by_ram: dict[str, Agent] = field(default_factory=dict)
     by_login: dict[str, Agent] = field(default_factory=dict)
     by_seq: dict[int, Agent] = field(default_factory=dict)
+    # Agents' seqs, least recently changed first: who is quiet for the active window is a
+    # prefix, so ListAgentStates pages in O(page) while no one is.
+    by_change: OrderedDict[int, None] = field(default_factory=OrderedDict)
     online: list[int] = field(default_factory=list)  # sorted seqs of logged-in agents
     by_state: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in LISTED_STATES})
     # skill group id -> Ready agents' seqs in the order they became Ready (longest idle first)
@@ -286,8 +376,8 @@ class Instance:
     roles: dict[str, Role] = field(default_factory=dict)
     sms_configs: dict[int, SmsConfig] = field(default_factory=dict)
     devices: dict[int, Device] = field(default_factory=dict)
-    calls: dict[str, Call] = field(default_factory=dict)
-    records: list[CdrEntry] = field(default_factory=list)  # sorted by cdr_order
+    calls: dict[str, Call] = field(default_factory=dict)  # by ContactId, in start order
+    records: list[Call] = field(default_factory=list)  # calls whose record arrived, by cdr_order
     serials: dict[str, int] = field(default_factory=dict)
 
     def next_serial(self, prefix: str) -> int:
@@ -316,12 +406,30 @@ class Instance:
             for skill in agent.skills:
                 self.ready_by_skill.get(skill, {}).pop(agent.seq, None)
 
+    def changed(self, agent: Agent) -> None:
+        self.by_change[agent.seq] = None
+        self.by_change.move_to_end(agent.seq)
+
+    def unchanged_since(self, since: int) -> set[int]:
+        """Agents, logged in or not, whose state has not changed since `since`."""
+        return set(takewhile(lambda seq: self.by_seq[seq].since_ms < since, self.by_change))
+
     def longest_ready(self, skill_group_id: str) -> Agent | None:
         ready = self.ready_by_skill.get(skill_group_id)
         return self.by_seq[next(iter(ready))] if ready else None
 
-    def add_record(self, entry: CdrEntry) -> None:
-        insort(self.records, entry, key=cdr_order)
+    def add_record(self, call: Call) -> None:
+        insort(self.records, call, key=cdr_order)
+
+    def trim(self, cutoff: int) -> None:
+        """Forget records and calls that started before `cutoff`. A call still in progress is
+        kept until it ends."""
+        drop_before(self.records, cutoff, call_start)
+        # Gathered in one pass, then deleted: a dict reaches its head again only by skipping
+        # every entry deleted before it.
+        ended = takewhile(lambda c: c.start_ms < cutoff and c.ended, self.calls.values())
+        for contact_id in [c.contact_id for c in ended]:
+            del self.calls[contact_id]
 
     def agent(self, user_id: str) -> Agent:
         return lookup(self.agents, user_id, "UserId", self.id)

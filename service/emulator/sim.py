@@ -5,6 +5,11 @@ arrive late; and a record of every side effect for the inspection API.
 Everything is a function of `config.seed` and the clock readings: one seeded `random.Random`
 draws every decision, and scheduled events (a heap) run at their own simulated time whenever
 the clock is read, so how often the clock is read does not change what happens.
+
+Memory stays bounded however long it runs: what is older than `config.retention_s` is
+dropped, from an agent's log and events as they grow and from every other history once per
+simulated minute (a scheduled event, so a clock jump trims as it goes); readers never see
+past that cutoff, so retention is exact to the millisecond.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ from __future__ import annotations
 import heapq
 import random
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from functools import partial
 from itertools import count
-from typing import Any
+from operator import itemgetter
+from typing import Any, TypeVar
 
 from service.emulator.config import EmulatorConfig, SimClock
 from service.emulator.handlers import cdr_view, dispatch
@@ -38,8 +45,6 @@ from service.emulator.model import (
     Agent,
     BusinessError,
     Call,
-    CallEvent,
-    CdrEntry,
     ContactFlow,
     FlowVersion,
     Instance,
@@ -48,11 +53,15 @@ from service.emulator.model import (
     Role,
     SkillGroup,
     SmsConfig,
-    StateLogEntry,
+    call_record,
+    call_start,
+    not_found,
     rfc3339,
 )
 
 __all__ = ["BusinessError", "Simulation"]
+
+T = TypeVar("T")
 
 SECOND = 1000
 MINUTE = 60 * SECOND
@@ -68,6 +77,7 @@ ACW_SPAN: Span = (5 * SECOND, 30 * SECOND)
 DIAL_SPAN: Span = (5 * SECOND, 20 * SECOND)
 PATIENCE_SPAN: Span = (20 * SECOND, 120 * SECOND)
 CDR_DELAY_SPAN: Span = (2 * SECOND, 8 * SECOND)
+TRIM_EVERY_MS = MINUTE
 BREAK_SHARE = 0.45  # of idle decisions; then outbound dials, then logging out
 DIAL_SHARE = 0.40
 BREAK_AFTER_CALL = 0.1
@@ -78,13 +88,6 @@ SKILL_GROUP_NAMES = ("Sales", "Support", "Billing", "Retention")
 FIRST_NAMES = ("Wei", "Fang", "Jing", "Lei", "Min", "Yang", "Hui", "Tao", "Na", "Jun", "Li")
 LAST_NAMES = ("Wang", "Li", "Zhang", "Liu", "Chen", "Zhao", "Huang", "Zhou", "Wu", "Xu")
 BREAK_CODES = ("Rest", "Lunch", "Meeting", "Training")
-SATISFACTION = {
-    1: "Very dissatisfied",
-    2: "Dissatisfied",
-    3: "Neutral",
-    4: "Satisfied",
-    5: "Very satisfied",
-}
 SMS_SCENARIOS = ((1, "Satisfaction survey"), (2, "IVR notice"), (3, "Missed call"))
 TRUNK_PROVIDERS = ("cmcc-shanghai", "ct-shanghai", "cu-shanghai")
 
@@ -100,11 +103,15 @@ class Simulation:
         self._order = count()  # ties in the heap run in scheduling order
         self._serial = count(1)
         self._ram_ids: set[str] = set()
-        self._history: list[tuple[int, str, str, str, str]] = []
-        self._calls: list[dict[str, Any]] = []
-        self._sms: list[dict[str, Any]] = []
-        self._appraisals: list[dict[str, Any]] = []
-        self._cdrs: list[tuple[str, CdrEntry]] = []
+        self._retention_ms = int(config.retention_s * 1000)
+        self._quiesced_at: int | None = None
+        # The inspection logs, each in time order, so retention pops from the left.
+        self._history: deque[tuple[int, str, str, str, str]] = deque()
+        self._calls: deque[Call] = deque()  # inbound and API calls, not agents' own dials
+        self._sms: deque[dict[str, Any]] = deque()
+        self._appraisals: deque[dict[str, Any]] = deque()
+        self._cdrs: deque[Call] = deque()  # in the order their records arrived
+        self._at(TRIM_EVERY_MS, self._trim)
         self.trunk_providers = dict.fromkeys(TRUNK_PROVIDERS, "Enabled")
         self.instances: dict[str, Instance] = {}
         for index, instance_id in enumerate(config.instances):
@@ -123,6 +130,11 @@ class Simulation:
     @property
     def config(self) -> EmulatorConfig:
         return self._config
+
+    @property
+    def retained_since(self) -> int:
+        """The oldest simulated time still kept: queries start no earlier."""
+        return self._now - self._retention_ms
 
     def shuffle(self, rows: list[Any]) -> None:
         """A new order for a listing (config.shuffle_rows), drawn apart from the centre's own
@@ -154,15 +166,29 @@ class Simulation:
 
     def calls(self) -> list[dict[str, Any]]:
         self.advance()
-        return _rendered(self._calls)
+        cutoff = self.retained_since
+        return [
+            {
+                "at": rfc3339(call.start_ms),
+                "instance_id": call.instance_id,
+                "action": call.action,
+                "task_id": call.task_id or None,
+                "contact_id": call.contact_id,
+                "caller": call.caller,
+                "callee": call.callee,
+                "params": call.params or {},
+            }
+            for call in self._calls
+            if call.start_ms >= cutoff
+        ]
 
     def sms(self) -> list[dict[str, Any]]:
         self.advance()
-        return _rendered(self._sms)
+        return _rendered(self._sms, self.retained_since)
 
     def appraisals(self) -> list[dict[str, Any]]:
         self.advance()
-        return _rendered(self._appraisals)
+        return _rendered(self._appraisals, self.retained_since)
 
     def agents(self) -> list[dict[str, Any]]:
         self.advance()
@@ -180,6 +206,7 @@ class Simulation:
 
     def agent_state_history(self) -> list[dict[str, Any]]:
         self.advance()
+        cutoff = self.retained_since
         return [
             {
                 "at": rfc3339(at),
@@ -189,24 +216,36 @@ class Simulation:
                 "state": state,
             }
             for at, instance_id, agent_id, previous, state in self._history
+            if at >= cutoff
         ]
 
     def call_history(self) -> list[dict[str, Any]]:
         """Records already queryable, in the order they became so."""
         self.advance()
-        arrived = sorted(
-            (e for e in self._cdrs if e[1].available_at <= self._now),
-            key=lambda e: (e[1].available_at, e[1].contact_id),
-        )
+        cutoff = self.retained_since
         return [
             {
-                "instance_id": instance_id,
-                "contact_id": entry.contact_id,
-                "available_at": rfc3339(entry.available_at),
-                "record": cdr_view(self, entry.record),
+                "instance_id": call.instance_id,
+                "contact_id": call.contact_id,
+                "available_at": rfc3339(call.available_at),
+                "record": cdr_view(self, call_record(call)),
             }
-            for instance_id, entry in arrived
+            for call in self._cdrs
+            if call.start_ms >= cutoff
         ]
+
+    def quiesce(self) -> int:
+        """Wind the centre down: no inbound call starts from now on, and every agent logs out
+        as soon as it is free (at once if Ready or on a break, else once its call and
+        after-call work end). Returns when that began; asking again changes nothing."""
+        self.advance()
+        if self._quiesced_at is None:
+            self._quiesced_at = self._now
+            for inst in self.instances.values():
+                for agent in inst.agents.values():
+                    if agent.state in {READY, BREAK}:
+                        self._set_state(agent, OFFLINE)
+        return self._quiesced_at
 
     # -- side effects the handlers ask for
 
@@ -217,7 +256,7 @@ class Simulation:
         task_id = f"task-{self._uuid()}"
         call = self._new_call(inst, kind, str(params["Caller"]), str(params["Callee"]))
         call.task_id = task_id
-        self._log_call(inst, action, call, params)
+        self._log_call(action, call, dict(params))
         self._event(call, "Dialing")
         self._at(self._span(DIAL_SPAN), partial(self._connect, call, target))
         return call
@@ -278,6 +317,7 @@ class Simulation:
         agent.removed = True
         del inst.agents[agent.user_id], inst.by_ram[agent.ram_id]
         del inst.by_login[agent.login_name], inst.by_seq[agent.seq]
+        inst.by_change.pop(agent.seq, None)  # absent if it never logged in
 
     def reskill(self, inst: Instance, agent: Agent, skills: dict[str, int]) -> None:
         inst.leave(agent)
@@ -304,6 +344,13 @@ class Simulation:
             if group.id in number.skill_group_ids:
                 number.skill_group_ids.remove(group.id)
         del inst.skill_groups[group.id]
+
+    def contact(self, inst: Instance, contact_id: str, param: str) -> Call:
+        """A call of the instance by ContactId, unless it started before retention."""
+        call = inst.calls.get(contact_id)
+        if call is None or call.start_ms < self.retained_since:
+            raise not_found(param, contact_id, inst.id)
+        return call
 
     def next_serial(self) -> int:
         return next(self._serial)
@@ -351,16 +398,10 @@ class Simulation:
             (call.caller if call.contact_type == INBOUND else call.callee) if call else ""
         )
         inst.enter(agent)
+        inst.changed(agent)
         self._history.append((self._now, inst.id, agent.ram_id, previous, state))
         agent.log.append(
-            StateLogEntry(
-                self._now,
-                state,
-                code,
-                agent.contact_id,
-                agent.counter_party,
-                ",".join(agent.skills),
-            )
+            (self._now, state, code, agent.contact_id, agent.counter_party, ",".join(agent.skills))
         )
         labels = [CHECK_IN] if previous == OFFLINE else []
         if previous == TALKING:
@@ -369,8 +410,13 @@ class Simulation:
             labels.append(RING_ABANDONED)
         labels.append(STATE_LABELS[state])
         agent.events.extend((self._now, label) for label in labels)
+        agent.trim(self.retained_since)
 
     def _ready(self, agent: Agent) -> None:
+        if self._quiesced_at is not None:  # free once quiesced: logs out instead
+            if agent.state != OFFLINE:
+                self._set_state(agent, OFFLINE)
+            return
         self._set_state(agent, READY)
         if agent.quiet:
             return  # Ready from now on, until logged out (log_out)
@@ -383,7 +429,7 @@ class Simulation:
 
     def _wrap_up(self, agent: Agent) -> None:
         # Breaks after a call too, or a busy centre would never see one.
-        if self._rng.random() < BREAK_AFTER_CALL:
+        if self._quiesced_at is None and self._rng.random() < BREAK_AFTER_CALL:
             self._take_break(agent)
         else:
             self._ready(agent)
@@ -411,31 +457,20 @@ class Simulation:
         inst.calls[contact_id] = call
         return call
 
-    def _log_call(self, inst: Instance, action: str, call: Call, params: dict[str, Any]) -> None:
-        self._calls.append(
-            {
-                "at": self._now,
-                "instance_id": inst.id,
-                "action": action,
-                "task_id": call.task_id or None,
-                "contact_id": call.contact_id,
-                "caller": call.caller,
-                "callee": call.callee,
-                "params": dict(params),
-            }
-        )
+    def _log_call(self, action: str, call: Call, params: dict[str, Any] | None) -> None:
+        call.action, call.params = action, params
+        self._calls.append(call)
 
     def _event(self, call: Call, name: str, status: str = "Success") -> None:
         agent, group = call.agent, call.skill_group
-        call.events.append(
-            CallEvent(
-                self._now,
-                name,
-                status,
-                agent.display_name if agent else "",
-                group.name if group else "",
-            )
+        event = (
+            self._now,
+            name,
+            status,
+            agent.display_name if agent else "",
+            group.name if group else "",
         )
+        call.events += (event,)
 
     def _schedule_arrival(self, inst: Instance) -> None:
         rate = self._config.inbound_calls_per_minute * len(inst.agents) / 10
@@ -446,12 +481,14 @@ class Simulation:
         self._at(gap, partial(self._arrival, inst))
 
     def _arrival(self, inst: Instance) -> None:
+        if self._quiesced_at is not None:
+            return  # and no more arrivals are scheduled
         self._schedule_arrival(inst)
         callee = self._rng.choice(
             [n for n in inst.numbers.values() if n.usage != "Outbound"] or [None]
         )
         call = self._new_call(inst, INBOUND, self._mobile(), callee.number if callee else "")
-        self._log_call(inst, INBOUND, call, {})
+        self._log_call(INBOUND, call, None)
         self._event(call, "Incoming")
         groups = list(inst.skill_groups.values())
         if not groups:
@@ -569,16 +606,33 @@ class Simulation:
             self._talk(call)
 
     def _finish(self, call: Call, disposition: str) -> None:
-        call.ended, call.disposition = True, disposition
-        satisfaction = 0
+        call.ended, call.disposition, call.ended_ms = True, disposition, self._now
         if disposition == "Success" and call.agent and self._rng.random() < SURVEY_RATE:
-            satisfaction = self._rng.randint(1, 5)
-        record = call.record = _record(call, disposition, satisfaction, self._now)
-        entry = CdrEntry(
-            call.start_ms, call.contact_id, self._now + self._span(CDR_DELAY_SPAN), record
-        )
-        self.instances[call.instance_id].add_record(entry)
-        self._cdrs.append((call.instance_id, entry))
+            call.satisfaction = self._rng.randint(1, 5)
+        # The record keeps the names of the moment, whatever renames come later.
+        call.agent_name = call.agent.display_name if call.agent else ""
+        call.group_name = call.skill_group.name if call.skill_group else ""
+        delay = self._span(CDR_DELAY_SPAN)
+        call.available_at = self._now + delay
+        self._at(delay, partial(self._arrive, self.instances[call.instance_id], call))
+
+    def _arrive(self, inst: Instance, call: Call) -> None:
+        """A record becomes queryable: late, as CCC's are."""
+        inst.add_record(call)
+        self._cdrs.append(call)
+
+    # -- retention
+
+    def _trim(self) -> None:
+        cutoff = self.retained_since
+        _pop_before(self._history, cutoff, itemgetter(0))
+        for calls in (self._calls, self._cdrs):
+            _pop_before(calls, cutoff, call_start)
+        for log in (self._sms, self._appraisals):
+            _pop_before(log, cutoff, _item_time)
+        for inst in self.instances.values():
+            inst.trim(cutoff)
+        self._at(TRIM_EVERY_MS, self._trim)
 
     # -- the initial contact centre
 
@@ -642,71 +696,18 @@ class Simulation:
         return self.create_agent(inst, profile, [f"Agent@{inst.id}"], skills)
 
 
-def _rendered(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rendered(log: Iterable[dict[str, Any]], cutoff: int) -> list[dict[str, Any]]:
     """Inspection items with their epoch-ms `at` as RFC 3339: formatting is left until asked,
     as most items are never inspected."""
-    return [{**item, "at": rfc3339(item["at"])} for item in log]
+    return [{**item, "at": rfc3339(item["at"])} for item in log if item["at"] >= cutoff]
 
 
-def _record(call: Call, disposition: str, satisfaction: int, now: int) -> dict[str, Any]:
-    """The call detail record, with every field any CDR view of the catalogue needs."""
-    agent, group = call.agent, call.skill_group
-    common = {
-        "ContactId": call.contact_id,
-        "ContactType": call.contact_type,
-        "InstanceId": call.instance_id,
-    }
-    numbers = {"CallingNumber": call.caller, "CalledNumber": call.callee}
-    agents: list[dict[str, Any]] = []
-    recordings: list[dict[str, Any]] = []
-    if agent is not None:
-        agents.append(
-            {
-                **common,
-                "AgentId": agent.ram_id,
-                "AgentName": agent.display_name,
-                "Feedback": "",
-                "Satisfaction": str(satisfaction or ""),
-                "SkillGroupName": group.name if group else "",
-                "StartTime": call.ring_start_ms or call.start_ms,
-                "HoldTime": 0,
-                "QueueTime": call.queue_ms // SECOND,
-                "RingTime": max(0, (call.answered_ms or now) - (call.ring_start_ms or now))
-                // SECOND,
-                "TalkTime": call.talk_ms // SECOND,
-                "WorkTime": call.acw_ms // SECOND,
-            }
-        )
-    if call.talk_ms:
-        recordings.append(
-            {
-                **common,
-                **numbers,
-                "AgentId": agent.ram_id if agent else "",
-                "AgentName": agent.display_name if agent else "",
-                "Channel": "Mixed",
-                "Duration": call.talk_ms // SECOND,
-                "FileDescription": f"Recording of {call.contact_id}",
-                "FileName": f"{call.contact_id}.wav",
-                "FilePath": f"recordings/{call.instance_id}/{call.contact_id}.wav",
-                "QualityCheckTaskId": "",
-                "QualityCheckTid": "",
-                "StartTime": call.answered_ms,
-            }
-        )
-    return {
-        **common,
-        **numbers,
-        "ContactDisposition": disposition,
-        "StartTime": call.start_ms,
-        "Duration": (now - call.start_ms) // SECOND,
-        "Agents": {"CallDetailAgent": agents},
-        "AgentNames": agent.display_name if agent else "",
-        "SkillGroupIdList": group.id if group else "",
-        "SkillGroupNames": group.name if group else "",
-        "Satisfaction": satisfaction,
-        "SatisfactionDesc": SATISFACTION.get(satisfaction, ""),
-        "Feedback": "",
-        "ExtraAttr": "",
-        "Recordings": {"Recording": recordings},
-    }
+def _pop_before(log: deque[T], cutoff: int, at: Callable[[T], int]) -> None:
+    """Drop a time-ordered log's head older than `cutoff`. Records arrive in end order, so
+    one that started earlier than its predecessor waits for it, at most a call's length."""
+    while log and at(log[0]) < cutoff:
+        log.popleft()
+
+
+def _item_time(item: dict[str, Any]) -> int:
+    return int(item["at"])

@@ -398,7 +398,7 @@ async def act_once_of_each_kind(http: aiohttp.ClientSession, emulator: EmulatorS
 @pytest.mark.parametrize(
     ("path", "keys"),
     [
-        ("requests", {"at", "action", "version", "params", "code"}),
+        ("requests", {"at", "action", "version", "params", "code", "items", "bytes"}),
         (
             "calls",
             {"at", "instance_id", "action", "task_id", "contact_id", "caller", "callee", "params"},
