@@ -171,7 +171,7 @@ async def pipeline_and_cycle(url: str, kafka: KafkaSettings, rounds: int, figure
         async with CccClient(ccc_settings(url)) as ccc:
             publisher = EventPublisher(producer, topics, ccc_settings(url).region)
             checkpoints = CheckpointStore(producer, kafka, topics)  # unused by this poller
-            directory = Directory(ccc, INSTANCE, refresh_s=3600)  # read once, as between refreshes
+            directory = Directory(ccc, INSTANCE)  # read once, as between refreshes
             ports = InstancePorts(INSTANCE, ccc, publisher, checkpoints, directory)
             await throughput(ports, publisher, bare, rounds, figures)
             await poll_cycle(ports, publisher, rounds, figures)

@@ -225,7 +225,7 @@ class Pollers:
 
     def _streams(self, instance_id: str) -> list[Stream]:
         pollers = self._settings.pollers
-        directory = Directory(self._ccc, instance_id, pollers.directory_refresh_s)
+        directory = Directory(self._ccc, instance_id)
         ports = InstancePorts(instance_id, self._ccc, self._publisher, self._checkpoints, directory)
         return streams(ports, pollers)
 

@@ -75,26 +75,32 @@ class Checkpoints(Protocol):
 
 
 class Directory:
-    """The instance's agents (RAM id -> skill group ids), re-read from ListUsers now and
-    then: state logs are asked per agent, and events name the agent's skill groups."""
+    """The instance's agents (RAM id -> skill group ids) from ListUsers: state logs are
+    asked per agent, and events name the agent's skill groups.
 
-    def __init__(self, ccc: Ccc, instance_id: str, refresh_s: float) -> None:
+    Read once when first needed, at the priority of the stream that needs it; then re-read
+    by a stream of its own (`cycle`), at the directory's lowest priority in the CCC budget.
+    A stream never waits for a refresh: under a tight budget one would wait behind every
+    other stream's calls (agent states stalled for minutes so, in bench/scale.py)."""
+
+    def __init__(self, ccc: Ccc, instance_id: str) -> None:
         self._ccc = ccc
         self._instance_id = instance_id
-        self._refresh_s = refresh_s
-        self._agents: dict[str, list[str]] = {}
-        self._read_at = -float("inf")
+        self._agents: dict[str, list[str]] | None = None
+        self._first = asyncio.Lock()
 
     async def agents(self) -> dict[str, list[str]]:
-        if time.monotonic() - self._read_at >= self._refresh_s:
-            # A task of its own, so its calls count against the directory's share of the
-            # CCC budget, not the calling stream's.
-            self._agents = await asyncio.create_task(self._read())
-            self._read_at = time.monotonic()
+        if self._agents is None:
+            async with self._first:  # the streams that start together read it once
+                if self._agents is None:
+                    self._agents = await self._read()
         return self._agents
 
+    async def cycle(self, stop: asyncio.Event) -> None:  # noqa: ARG002 - one read, no loop
+        if self._agents is not None:  # else the first stream to need it reads it
+            self._agents = await self._read()
+
     async def _read(self) -> dict[str, list[str]]:
-        calling_as("directory")
         agents = {}
         users: AsyncIterator[UserRow]
         users = self._ccc.iter_items("ListUsers", {"InstanceId": self._instance_id})
@@ -174,6 +180,9 @@ def streams(ports: InstancePorts, settings: PollerSettings) -> list[Stream]:
     if settings.skill_groups:
         groups = SkillGroupPoller(ports)
         plan.append(Stream("skill_groups", groups.cycle, settings.skill_groups_interval_s, None))
+    if settings.agent_states or settings.agent_state_logs:
+        refresh = ports.directory.cycle
+        plan.append(Stream("directory", refresh, settings.directory_refresh_s, None))
     return plan
 
 

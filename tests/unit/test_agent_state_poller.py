@@ -49,6 +49,7 @@ class FakeCcc:
     pages_: list[Page] = field(default_factory=list)
     check_outs: dict[str, int] = field(default_factory=dict)  # RamId -> EventTime
     asked: list[Mapping[str, Any]] = field(default_factory=list)
+    directory_reads: int = 0
 
     def listing(self, *rows: Any, total: int | None = None) -> None:
         self.pages_ = [Page(list(rows), len(rows) if total is None else total)]
@@ -79,6 +80,7 @@ class FakeCcc:
         params: Mapping[str, Any] | None = None,  # noqa: ARG002 - one instance
     ) -> AsyncIterator[Any]:
         assert action == "ListUsers"
+        self.directory_reads += 1
         for agent in AGENTS:
             yield SimpleNamespace(ram_id=agent, skill_levels=None)
 
@@ -112,7 +114,7 @@ class Checkpoints:
 
 
 def poller(ccc: FakeCcc, published: Published, check_s: float) -> AgentStatePoller:
-    directory = Directory(ccc, "i", refresh_s=3600)
+    directory = Directory(ccc, "i")
     ports = InstancePorts("i", ccc, published, Checkpoints(), directory)
     return AgentStatePoller(ports, check_s, batch=100)
 
@@ -173,3 +175,18 @@ async def test_a_listing_that_does_not_add_up_marks_nobody_absent_for_a_while() 
     await states.cycle(stop)
     assert [params["RamId"] for params in ccc.asked] == [["c"]]
     assert published.changes() == []
+
+
+async def test_the_directory_is_read_once_when_needed_then_only_by_its_own_stream() -> None:
+    ccc = FakeCcc()
+    directory = Directory(ccc, "i")
+    stop = asyncio.Event()
+    await directory.cycle(stop)  # nobody needed it yet: the first stream to need it reads it
+    assert ccc.directory_reads == 0
+    first = await asyncio.gather(directory.agents(), directory.agents())
+    assert first[0] == first[1] == {agent: [] for agent in AGENTS}
+    assert ccc.directory_reads == 1  # two streams starting together: one read
+    await directory.agents()
+    assert ccc.directory_reads == 1  # a stream never waits for a re-read
+    await directory.cycle(stop)
+    assert ccc.directory_reads == 2
