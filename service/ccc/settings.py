@@ -35,7 +35,9 @@ SIDE_EFFECT_RATES: dict[str, float | None] = {
 class RateLimitSettings(Section):
     """Client-side calls per second, so a burst never earns a throttle storm."""
 
-    default_per_s: float | None = Field(50.0, gt=0)
+    # A guard against bursts, not the account's quota (total_per_s is that): at 5,000 agents
+    # ListAgentStateLogs needs about 70/s and ListCallEventDetailByContactId about 50/s.
+    default_per_s: float | None = Field(100.0, gt=0)
     # Every call of the process together, commands first (service/ccc/budget.py); None: no
     # cap, though the pollers still slow down when CCC throttles.
     total_per_s: float | None = Field(None, gt=0)
