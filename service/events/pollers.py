@@ -359,12 +359,7 @@ class AgentStatePoller:
                     unique.setdefault(row.agent_id, row)
             rows = list(unique.values())
             for row in rows:
-                state = row.state or ""
-                read.sightings[row.agent_id or ""] = (
-                    state,
-                    began_ms(row, read.now_ms),
-                    read.now_ms,
-                )
+                read.sightings[row.agent_id or ""] = (began_ms(row, read.now_ms), read.now_ms)
             read.back += [row for row in rows if row.agent_id in absent]
             fresh = [row for row in rows if row.agent_id not in absent]
             changes, seen = state_changes(ports.instance_id, known, fresh, read.now_ms, groups)
@@ -415,8 +410,8 @@ class _Read:
 
     started_ms: int  # CCC's time at the first page
     now_ms: int  # CCC's time at the last page
-    # Per agent listed: its state, when that began and when its page came (for the tracker).
-    sightings: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    # Per agent listed: when its state began and when its page came (for the tracker).
+    sightings: dict[str, tuple[int, int]] = field(default_factory=dict)
     current: dict[str, KnownState] = field(default_factory=dict)
     events: list[Emitted] = field(default_factory=list)
     back: list[AgentStateRow] = field(default_factory=list)  # absent agents listed again

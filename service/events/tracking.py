@@ -4,8 +4,8 @@ ListAgentStateLogs takes one agent per call, and most agents have nothing new in
 so reading every agent on every cycle wastes most calls (issue 13). The tracker marks an
 agent changed only on evidence:
 
-- ListAgentStates, which the agent-state stream reads anyway: a new state, a StateDuration
-  that began after the agent's previous sighting (which also catches A -> B -> A), or an
+- ListAgentStates, which the agent-state stream reads anyway: a state whose StateDuration
+  began after the agent's log was last done (a new state, and A -> B -> A too), or an
   agent that appeared or disappeared;
 - ListAgentEvents, many agents per call (the "net"): any event since what was read. It
   catches what rows cannot show, a login and logout between two listings, and what no
@@ -34,7 +34,6 @@ class _Agent:
     done_ms: int
     resolved_ms: int | None = None  # the last listing that told its status; None: none yet
     listed: bool = False  # its status then
-    state: str | None = None
     # Unread changes: the first and the last lie in the log before these times (ms).
     changed: tuple[int, int] | None = None
     read_at: float = float("-inf")  # when it was last read, on the caller's clock
@@ -99,26 +98,22 @@ class Tracker:
     # -- evidence
 
     def listing(
-        self, started_ms: int, sightings: Mapping[str, tuple[str, int, int]], *, complete: bool
+        self, started_ms: int, sightings: Mapping[str, tuple[int, int]], *, complete: bool
     ) -> None:
-        """One ListAgentStates read that began at `started_ms`: per listed agent its state,
-        when that state began (from StateDuration) and when its page was read. `complete`:
+        """One ListAgentStates read that began at `started_ms`: per listed agent when its
+        state began (from StateDuration) and when its page was read. `complete`:
         the pages added up, so an agent not in them was not listed."""
         if not self.loaded:
             return
-        for agent_id, (state, since_ms, seen_ms) in sightings.items():
+        for agent_id, (since_ms, seen_ms) in sightings.items():
             agent = self._agents.get(agent_id) or self._add(agent_id)
-            if agent.resolved_ms is None:
-                changed = since_ms >= agent.done_ms - MARGIN_MS
-            else:
-                changed = (
-                    not agent.listed
-                    or state != agent.state
-                    or since_ms >= agent.resolved_ms - MARGIN_MS
-                )
-            if changed:
-                self._changed(agent, seen_ms + MARGIN_MS)
-            agent.resolved_ms, agent.listed, agent.state = seen_ms, True, state
+            appeared = agent.resolved_ms is not None and not agent.listed
+            # A state that began after what is done: its start, and whatever came between
+            # (A -> B -> A included), is unread. One that began before: nothing since.
+            if appeared or since_ms >= agent.done_ms - MARGIN_MS:
+                # Every unread change lies before the current state began.
+                self._changed(agent, min(since_ms, seen_ms) + MARGIN_MS)
+            agent.resolved_ms, agent.listed = seen_ms, True
         for agent_id, agent in self._agents.items():
             if agent_id in sightings:
                 continue
@@ -130,7 +125,7 @@ class Tracker:
                 continue  # maybe on a page that moved: not known either way
             if agent.listed:
                 self._changed(agent, started_ms + MARGIN_MS)  # gone: logged out, or quiet
-            agent.resolved_ms, agent.listed, agent.state = started_ms, False, None
+            agent.resolved_ms, agent.listed = started_ms, False
 
     def event(self, agent_id: str, at_ms: int) -> None:
         """ListAgentEvents has an event of the agent at `at_ms`."""

@@ -17,8 +17,9 @@ def tracker(*agents: str, listings: bool = True) -> Tracker:
     return tracked
 
 
-def seen(state: str, since_ms: int, at_ms: int) -> tuple[str, int, int]:
-    return (state, since_ms, at_ms)
+def seen(since_ms: int, at_ms: int) -> tuple[int, int]:
+    """A listing's row as the tracker takes it: when its state began, when it was read."""
+    return (since_ms, at_ms)
 
 
 def due(tracked: Tracker, end_ms: int, now: float = 0.0) -> list[str]:
@@ -32,14 +33,14 @@ def test_a_new_state_is_read_once_and_an_unchanged_agent_never() -> None:
     # Both in their state since before the start: nothing to read, both done to the listing.
     tracked.listing(
         at,
-        {"a": seen("Ready", T0 - 60_000, at), "b": seen("Ready", T0 - 60_000, at)},
+        {"a": seen(T0 - 60_000, at), "b": seen(T0 - 60_000, at)},
         complete=True,
     )
     assert due(tracked, at) == []
     at2 = at + 5_000
     tracked.listing(
         at2,
-        {"a": seen("Busy", at2 - 1_000, at2), "b": seen("Ready", T0 - 60_000, at2)},
+        {"a": seen(at2 - 1_000, at2), "b": seen(T0 - 60_000, at2)},
         complete=True,
     )
     assert due(tracked, at2 + 3_000) == ["a"]
@@ -52,22 +53,22 @@ def test_a_new_state_is_read_once_and_an_unchanged_agent_never() -> None:
 def test_a_round_trip_to_the_same_state_shows_in_its_duration() -> None:
     tracked = tracker("a")
     at = T0 + 10_000
-    tracked.listing(at, {"a": seen("Ready", T0 - 60_000, at)}, complete=True)
+    tracked.listing(at, {"a": seen(T0 - 60_000, at)}, complete=True)
     assert due(tracked, at) == []
     at2 = at + 10_000
     # Ready -> Busy -> Ready between two listings: same state, but it began after the last.
-    tracked.listing(at2, {"a": seen("Ready", at2 - 2_000, at2)}, complete=True)
+    tracked.listing(at2, {"a": seen(at2 - 2_000, at2)}, complete=True)
     assert due(tracked, at2 + MARGIN_MS) == ["a"]
 
 
 def test_a_changed_agent_is_read_at_most_once_per_spacing() -> None:
     tracked = tracker("a")
     at = T0 + 10_000
-    tracked.listing(at, {"a": seen("Busy", at - 1_000, at)}, complete=True)
+    tracked.listing(at, {"a": seen(at - 1_000, at)}, complete=True)
     assert due(tracked, at + MARGIN_MS, now=100.0) == ["a"]
     tracked.read("a", at + MARGIN_MS, now=100.0)
     at2 = at + 4_000
-    tracked.listing(at2, {"a": seen("Ready", at2 - 1_000, at2)}, complete=True)
+    tracked.listing(at2, {"a": seen(at2 - 1_000, at2)}, complete=True)
     assert due(tracked, at2 + MARGIN_MS, now=100.0 + SPACING_S / 2) == []
     assert due(tracked, at2 + MARGIN_MS, now=100.0 + SPACING_S) == ["a"]
 
@@ -75,13 +76,13 @@ def test_a_changed_agent_is_read_at_most_once_per_spacing() -> None:
 def test_an_agent_gone_from_a_complete_listing_is_read_but_not_from_an_incomplete_one() -> None:
     tracked = tracker("a", "b")
     at = T0 + 10_000
-    both = {"a": seen("Ready", T0 - 60_000, at), "b": seen("Ready", T0 - 60_000, at)}
+    both = {"a": seen(T0 - 60_000, at), "b": seen(T0 - 60_000, at)}
     tracked.listing(at, both, complete=True)
     at2 = at + 2_000
-    tracked.listing(at2, {"a": seen("Ready", T0 - 60_000, at2)}, complete=False)
+    tracked.listing(at2, {"a": seen(T0 - 60_000, at2)}, complete=False)
     assert due(tracked, at2 + MARGIN_MS) == []  # maybe on a page that moved
     at3 = at2 + 2_000
-    tracked.listing(at3, {"a": seen("Ready", T0 - 60_000, at3)}, complete=True)
+    tracked.listing(at3, {"a": seen(T0 - 60_000, at3)}, complete=True)
     assert due(tracked, at3 + MARGIN_MS) == ["b"]
 
 
@@ -111,7 +112,7 @@ def test_without_listings_the_net_alone_moves_every_agent() -> None:
 def test_the_checkpoint_keeps_agents_behind_the_median_and_a_restart_resumes_each() -> None:
     tracked = tracker("a", "b", "c")
     at = T0 + 50_000 + MARGIN_MS
-    tracked.listing(at, {a: seen("Ready", T0 - 60_000, at) for a in ("a", "b", "c")}, complete=True)
+    tracked.listing(at, {a: seen(T0 - 60_000, at) for a in ("a", "b", "c")}, complete=True)
     tracked.event("c", T0 + 1_000)
     tracked.net_ms = T0 + 50_000
     tracked.advance(T0 + 50_000)
@@ -125,9 +126,27 @@ def test_the_checkpoint_keeps_agents_behind_the_median_and_a_restart_resumes_eac
     restarted.sync(["a", "b", "c", "d"])
     # After a restart the first listing decides; with none yet the rows cannot tell.
     at = T0 + 70_000
-    rows = {agent: seen("Ready", T0 - 60_000, at) for agent in ("a", "b", "c", "d")}
+    rows = {agent: seen(T0 - 60_000, at) for agent in ("a", "b", "c", "d")}
     restarted.net_ms = T0 + 50_000
     restarted.suspect(["c"], T0 + 50_000)  # what the restart's net would find for c
     restarted.listing(at, rows, complete=True)
     assert restarted.due(at, 0.0) == [("c", T0)]
     assert due(restarted, at) == ["c"]
+
+
+def test_a_state_the_last_read_covered_is_not_read_again() -> None:
+    tracked = tracker("a")
+    at = T0 + 10_000
+    tracked.listing(at, {"a": seen(at - 1_000, at)}, complete=True)
+    tracked.listing(at + 2_000, {"a": seen(at - 1_000, at + 2_000)}, complete=True)  # same spell
+    # Due once the read can cover the change: it began at most MARGIN_MS after its estimate.
+    assert due(tracked, at - 1_000 + MARGIN_MS - 1) == []
+    end = at - 1_000 + MARGIN_MS
+    assert due(tracked, end) == ["a"]
+    tracked.read("a", end + 1_000, now=0.0)
+    # Listed again in the same spell, its start now read: nothing, whatever the spacing.
+    tracked.listing(at + 4_000, {"a": seen(at - 1_000, at + 4_000)}, complete=True)
+    assert due(tracked, at + 4_000, now=1_000.0) == []
+    # A new spell that began after the read's end is a change.
+    tracked.listing(at + 6_000, {"a": seen(end + 1_500, at + 6_000)}, complete=True)
+    assert due(tracked, at + 6_000, now=1_000.0) == ["a"]
