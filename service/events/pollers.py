@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -378,30 +378,50 @@ class AgentStatePoller:
         found: dict[str, int] = {}
         if not agent_ids:
             return found
-        ports = self._ports
         start = min(absent[agent_id] for agent_id in agent_ids)
-        ordered = sorted(agent_ids)
-        for first in range(0, len(ordered), self._batch):
-            batch = ordered[first : first + self._batch]
-            for window in windows(start, now_ms, AGENT_EVENTS_WINDOW_MS):
-                params = {
-                    "InstanceId": ports.instance_id,
-                    "RamId": batch,
-                    "StartTime": window[0],
-                    "StopTime": window[1],
-                }
-                try:
-                    answer = await ports.ccc.call("ListAgentEvents", params)
-                except CccRequestError as error:
-                    if not error.code.startswith("NotExists"):
-                        raise
-                    # An agent removed since the directory was read: looked for next time.
-                    log.warning("agent_events_refused", error=str(error))
-                    return found
-                for agent_id, at_ms in checked_out(answer.items()).items():
-                    if agent_id in known and at_ms >= known[agent_id].since_ms:
-                        found[agent_id] = max(found.get(agent_id, 0), at_ms)
+        for batch, window in event_batches(agent_ids, start, now_ms, self._batch):
+            rows = await agent_events(self._ports, batch, window)
+            if rows is None:
+                return found  # an agent removed since the directory was read: next time
+            for agent_id, at_ms in checked_out(rows).items():
+                if agent_id in known and at_ms >= known[agent_id].since_ms:
+                    found[agent_id] = max(found.get(agent_id, 0), at_ms)
         return found
+
+
+def event_batches(
+    agent_ids: Iterable[str], start_ms: int, end_ms: int, size: int
+) -> list[tuple[list[str], tuple[int, int]]]:
+    """The ListAgentEvents requests that cover these agents over [start, end): `size`
+    RamIds each, in windows under the hour it allows."""
+    ordered = sorted(agent_ids)
+    return [
+        (ordered[first : first + size], window)
+        for window in windows(start_ms, end_ms, AGENT_EVENTS_WINDOW_MS)
+        for first in range(0, len(ordered), size)
+    ]
+
+
+async def agent_events(
+    ports: InstancePorts, agent_ids: list[str], window: tuple[int, int]
+) -> list[AgentEventRow] | None:
+    """ListAgentEvents of these agents in the window; None when CCC refuses one of the
+    RamIds (an agent removed since the directory was read spoils its whole batch)."""
+    params = {
+        "InstanceId": ports.instance_id,
+        "RamId": agent_ids,
+        "StartTime": window[0],
+        "StopTime": window[1],
+    }
+    try:
+        answer = await ports.ccc.call("ListAgentEvents", params)
+    except CccRequestError as error:
+        if not error.code.startswith("NotExists"):
+            raise
+        log.warning("agent_events_refused", error=str(error), agents=len(agent_ids))
+        return None
+    rows: list[AgentEventRow] = answer.items()
+    return rows
 
 
 @dataclass
@@ -466,31 +486,15 @@ class StateLogPoller:
     async def _net(self, end: int, stop: asyncio.Event) -> None:
         """ListAgentEvents for every agent since the net last looked, in batches."""
         ports, tracker = self._ports, self._tracker
-        agents = sorted(await ports.directory.agents())
-        batches = [
-            (agents[first : first + self._plan.batch], window)
-            for window in windows(tracker.net_ms, end, AGENT_EVENTS_WINDOW_MS)
-            for first in range(0, len(agents), self._plan.batch)
-        ]
+        agents = await ports.directory.agents()
+        batches = event_batches(agents, tracker.net_ms, end, self._plan.batch)
 
         async def look(batch: tuple[list[str], tuple[int, int]]) -> None:
-            agent_ids, (start, stop_ms) = batch
-            params = {
-                "InstanceId": ports.instance_id,
-                "RamId": agent_ids,
-                "StartTime": start,
-                "StopTime": stop_ms,
-            }
-            try:
-                answer = await ports.ccc.call("ListAgentEvents", params)
-            except CccRequestError as error:
-                if not error.code.startswith("NotExists"):
-                    raise
-                # An agent removed since the directory was read spoils its batch: read them all.
-                log.warning("agent_events_refused", error=str(error), agents=len(agent_ids))
-                tracker.suspect(agent_ids, stop_ms)
+            agent_ids, window = batch
+            rows = await agent_events(ports, agent_ids, window)
+            if rows is None:  # nothing is known of the batch's agents: read them all
+                tracker.suspect(agent_ids, window[1])
                 return
-            rows: list[AgentEventRow] = answer.items()
             for row in rows:
                 if row.ram_id is not None and row.event_time is not None:
                     tracker.event(str(row.ram_id), row.event_time)

@@ -191,6 +191,3 @@ class Tracker:
         """How far behind CCC's `now_ms` the oldest unread change is (0: none)."""
         pending = [a.done_ms for a in self._agents.values() if a.changed is not None]
         return max(0, now_ms - min(pending)) if pending else 0
-
-    def __len__(self) -> int:
-        return len(self._agents)
