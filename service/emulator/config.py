@@ -59,6 +59,9 @@ class EmulatorConfig:
     # Simulated seconds of history kept: state logs, agent events, calls and their records,
     # SMS and appraisals older than this are forgotten, so a long run's memory is bounded.
     retention_s: float = 7200.0
+    # ContactIds are this plus a serial. A second emulator standing in for the same centre
+    # (a test of CCC's clock going back) takes another base, as CCC never reuses an id.
+    contact_id_base: int = 100_000_000_000
 
 
 class SimClock:

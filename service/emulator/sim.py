@@ -452,7 +452,7 @@ class Simulation:
     # -- calls
 
     def _new_call(self, inst: Instance, kind: str, caller: str, callee: str) -> Call:
-        contact_id = str(100_000_000_000 + next(self._serial))
+        contact_id = str(self._config.contact_id_base + next(self._serial))
         call = Call(contact_id, inst.id, kind, caller, callee, self._now)
         inst.calls[contact_id] = call
         return call

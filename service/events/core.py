@@ -9,7 +9,7 @@ object with the same attributes.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -335,11 +335,19 @@ class CallBook:
             cell = self._ids[contact_id] = cell_of(record)
             self._cells[cell] += 1
 
+    def rewind(self, first: int) -> None:
+        """CCC's clock went back: minutes from `first` on are read and published again."""
+        self._keep(lambda start: start < first)
+
     def forget(self, first: int) -> None:
         """Minutes before `first` fell out of the look-back."""
-        self._ids = {c: cell for c, cell in self._ids.items() if cell[0] >= first}
-        self._cells = Counter({cell: n for cell, n in self._cells.items() if cell[0] >= first})
-        self._unknown = Counter({cell: n for cell, n in self._unknown.items() if cell[0] >= first})
+        self._keep(lambda start: start >= first)
+
+    def _keep(self, minute: Callable[[int], bool]) -> None:
+        """Only what started in minutes that `minute` accepts."""
+        self._ids = {c: cell for c, cell in self._ids.items() if minute(cell[0])}
+        self._cells = Counter({cell: n for cell, n in self._cells.items() if minute(cell[0])})
+        self._unknown = Counter({cell: n for cell, n in self._unknown.items() if minute(cell[0])})
 
     def cursor(self, watermark_ms: int) -> CallsCursor:
         cells = [(start, length, n) for (start, length), n in sorted(self._cells.items()) if n]

@@ -21,7 +21,7 @@ import structlog
 from service.ccc.budget import calling_as
 from service.ccc.client import MAX_PAGE_SIZE
 from service.ccc.errors import CccError, CccRequestError
-from service.cloudevents import Emitted, Publisher
+from service.cloudevents import Emitted, Publisher, from_ms
 from service.events.core import (
     BUCKET_MS,
     OFFLINE,
@@ -48,7 +48,7 @@ from service.events.rows import (
     UserRow,
     required,
 )
-from service.events.tracking import Tracker
+from service.events.tracking import Tracker, rewound
 from service.kafka.acked import until_acked
 from service.metrics import POLL_CYCLE_SECONDS, POLL_LAG_SECONDS, STREAM_BEHIND_SECONDS
 from service.settings import PollerSettings
@@ -71,6 +71,7 @@ class Ccc(Protocol):
 
 class Checkpoints(Protocol):
     def get(self, key: str) -> Mapping[str, Any] | None: ...
+    def age_s(self, key: str) -> float: ...
     async def save(self, key: str, value: Mapping[str, Any]) -> None: ...
 
 
@@ -252,6 +253,15 @@ async def poll_loop(stream: Stream, stop: asyncio.Event, *, instance_id: str) ->
             STREAM_BEHIND_SECONDS.remove(stream.name, instance_id)
 
 
+def clock_went_back(key: str, position_ms: int, now_ms: int, again_ms: int) -> None:
+    log.warning(
+        "ccc_clock_behind_checkpoint",
+        stream=key,
+        behind_s=(position_ms - now_ms) / 1000,
+        reading_again_from=from_ms(again_ms).isoformat(),
+    )
+
+
 class AgentStatePoller:
     """ListAgentStates, every page, diffed against the previous poll.
 
@@ -282,9 +292,11 @@ class AgentStatePoller:
         self._absent: dict[str, int] = {}
         self._seen: dict[str, int] = {}  # CCC's time each known agent was last listed
         self._checked_ms = 0  # CCC's time at the last look for logouts
+        self._cycled_at = time.monotonic()  # when a cycle last published, on our clock
 
     async def cycle(self, stop: asyncio.Event) -> None:
         ports = self._ports
+        self._rewind(ports.ccc.server_time_ms())
         groups = await ports.directory.agents()
         read = await self._read(groups)
         if self._tracker is not None:
@@ -322,6 +334,24 @@ class AgentStatePoller:
             self._seen = {agent: at for agent, at in listed_at.items() if agent in after}
             if due:
                 self._checked_ms = now_ms
+            self._cycled_at = time.monotonic()
+
+    def _rewind(self, now_ms: int) -> None:
+        """CCC's clock went back: what it stamps now may lie before the times known, so they
+        are moved back, or logouts would be looked for only once it caught up again."""
+        position = max(self._checked_ms, *self._seen.values(), 0)
+        again = rewound(position, now_ms, time.monotonic() - self._cycled_at)
+        if again is None:
+            return
+        clock_went_back(f"{self._ports.instance_id}:agent-states", position, now_ms, again)
+        self._checked_ms = min(self._checked_ms, again)
+        self._absent = {agent: min(at, again) for agent, at in self._absent.items()}
+        self._seen = {agent: min(at, again) for agent, at in self._seen.items()}
+        if self._known is not None:
+            self._known = {
+                agent: KnownState(known.state, min(known.since_ms, again))
+                for agent, known in self._known.items()
+            }
 
     def _still_absent(self, read: _Read, listed_at: Mapping[str, int]) -> dict[str, int]:
         """The absent agents, with those newly missing: from a complete listing, or unlisted
@@ -467,6 +497,11 @@ class StateLogPoller:
             tracker.load(saved, end - plan.backfill_ms)
             if saved is None and not await self._save(stop):
                 return  # a first start: where reading begins is kept before anything else
+        again = rewound(tracker.position_ms, end, ports.checkpoints.age_s(self.key))
+        if again is not None:
+            clock_went_back(self.key, tracker.position_ms, end, again)
+            tracker.rewind(again)
+            self._net_at = -float("inf")  # the net covers the agents no listing shows
         tracker.sync(await ports.directory.agents())
         if time.monotonic() - self._net_at >= plan.net_s:
             await self._net(end, stop)
@@ -565,8 +600,15 @@ class CallPoller:
         end = ports.ccc.server_time_ms()
         if self._book is None:
             saved = ports.checkpoints.get(self.key)
-            self._book = CallBook(CallsCursor.model_validate(saved) if saved else None)
+            restored = CallsCursor.model_validate(saved) if saved else None
+            self._book = CallBook(restored)
+            self._end_ms = None if restored is None else restored.watermark_ms
         book = self._book
+        if self._end_ms is not None:
+            again = rewound(self._end_ms, end, ports.checkpoints.age_s(self.key))
+            if again is not None:
+                clock_went_back(self.key, self._end_ms, end, again)
+                book.rewind(again // BUCKET_MS)
         first = (end - self._lookback_ms) // BUCKET_MS
         book.forget(first)
         fresh = await self._scan(first, end // BUCKET_MS + 1, end)

@@ -4,6 +4,7 @@ checkpoints that say where each poller resumes. Both ride the service's one prod
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -57,14 +58,21 @@ class CheckpointStore:
         self._kafka = kafka
         self._topic = topics.name("checkpoints")
         self._latest: dict[str, dict[str, Any]] = {}
+        self._written_s: dict[str, float] = {}  # when each was written, on the writer's clock
 
     def get(self, key: str) -> Mapping[str, Any] | None:
         return self._latest.get(key)
+
+    def age_s(self, key: str) -> float:
+        """Seconds since the checkpoint of `key` was written (0 if there is none)."""
+        written = self._written_s.get(key)
+        return 0.0 if written is None else max(0.0, time.time() - written)
 
     async def save(self, key: str, value: Mapping[str, Any]) -> None:
         payload = json.dumps(value, separators=(",", ":")).encode()
         await self._producer.send_all([OutRecord(self._topic, key.encode(), payload)])
         self._latest[key] = dict(value)
+        self._written_s[key] = time.time()
 
     async def load(self, keys: Collection[str]) -> None:
         """The latest checkpoint of each of `keys` as Kafka has it now (KafkaError if it
@@ -75,15 +83,22 @@ class CheckpointStore:
         partitions = await self._producer.partitions_for(self._topic)
         holding = {partition_for(key, partitions) for key in wanted}
         found: dict[str, dict[str, Any]] = {}
+        written: dict[str, float] = {}
         for record in await read_to_end(self._kafka, [self._topic], holding):
             if record.key in wanted and record.value is not None:
+                key = record.key.decode()
                 try:
-                    found[record.key.decode()] = json.loads(record.value)  # later ones win
+                    found[key] = json.loads(record.value)  # later ones win
                 except (ValueError, RecursionError):
                     # Not written by this service: the one before it stands.
-                    log.warning(
-                        "checkpoint_unreadable", key=record.key.decode(), offset=record.offset
-                    )
+                    log.warning("checkpoint_unreadable", key=key, offset=record.offset)
+                    continue
+                if record.timestamp_ms is not None:
+                    # The producer's CreateTime: a checkpoint's age says how long CCC's clock
+                    # may have gone unwatched (service/events/tracking.py rewound).
+                    written[key] = record.timestamp_ms / 1000
         for key in keys:  # what Kafka lacks is not kept either: it is the truth
             self._latest.pop(key, None)
+            self._written_s.pop(key, None)
         self._latest |= found
+        self._written_s |= written

@@ -27,6 +27,20 @@ from typing import Any
 # StateDuration is whole seconds, and CCC's time is read from its Date header to the second:
 # a change can look up to about this much earlier or later than it was.
 MARGIN_MS = 2000
+# When CCC's clock goes back, at least this much of its new timeline is read again, however
+# recent the last position: our own clock cannot say when the jump came (a restarted
+# emulator's clock also runs faster than ours).
+REWIND_FLOOR_MS = 30 * 60_000
+
+
+def rewound(position_ms: int, now_ms: int, age_s: float) -> int | None:
+    """Where to read again from when CCC's clock (`now_ms`) is behind `position_ms`, a time
+    of its own reached `age_s` ago on our clock; None while it is not behind. CCC stamps
+    what happens next with times already read, from the moment its clock went back (within
+    `age_s`): everything since is read again, with the same ids for what was published."""
+    if now_ms >= position_ms - MARGIN_MS:
+        return None
+    return now_ms - max(int(age_s * 1000), REWIND_FLOOR_MS) - MARGIN_MS
 
 
 @dataclass(slots=True)
@@ -77,6 +91,23 @@ class Tracker:
             if agent.done_ms < self.floor_ms
         }
         return {"watermark_ms": self.floor_ms, "net_ms": self.net_ms, "behind_ms": behind}
+
+    @property
+    def position_ms(self) -> int:
+        """The furthest CCC time anything is done to."""
+        done = (agent.done_ms for agent in self._agents.values())
+        return max(self.net_ms, self.floor_ms, *self._restored.values(), *done)
+
+    def rewind(self, to_ms: int) -> None:
+        """CCC's clock went back: nothing after `to_ms` counts as done or seen any more."""
+        self.net_ms, self.floor_ms = min(self.net_ms, to_ms), min(self.floor_ms, to_ms)
+        self._restored = {agent: min(done, to_ms) for agent, done in self._restored.items()}
+        for agent in self._agents.values():
+            agent.done_ms = min(agent.done_ms, to_ms)
+            if agent.resolved_ms is not None:
+                agent.resolved_ms = min(agent.resolved_ms, to_ms)
+            if agent.changed is not None:
+                agent.changed = (min(agent.changed[0], to_ms), agent.changed[1])
 
     def sync(self, agent_ids: Iterable[str]) -> None:
         """The instance's agents now (the directory): new ones start at the floor, removed

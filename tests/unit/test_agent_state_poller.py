@@ -109,6 +109,9 @@ class Checkpoints:
     def get(self, key: str) -> Mapping[str, Any] | None:  # noqa: ARG002 - none kept
         return None
 
+    def age_s(self, key: str) -> float:  # noqa: ARG002 - all written just now
+        return 0.0
+
     async def save(self, key: str, value: Mapping[str, Any]) -> None:  # noqa: ARG002 - refused
         raise AssertionError("the agent-state poller keeps no checkpoint")
 

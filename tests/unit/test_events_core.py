@@ -267,6 +267,18 @@ def test_call_book_forgets_minutes_that_left_the_look_back() -> None:
     assert ids(book.fresh([old])) == ["old"]  # out of reach: no longer guarded
 
 
+def test_call_book_rewound_counts_nothing_from_the_jump_on() -> None:
+    book = CallBook()
+    before, after = cdr("before", NOW), cdr("after", NOW + 3 * BUCKET_MS)
+    book.add(before)
+    book.add(after)
+    book.rewind(NOW // BUCKET_MS + 1)  # CCC's clock went back to a minute after NOW
+    assert book.cursor(NOW).cells == [(NOW // BUCKET_MS, 0, 1)]
+    # A new call in the minutes CCC now stamps again is not taken for the one counted there.
+    assert ids(book.fresh([cdr("again", NOW + 3 * BUCKET_MS)])) == ["again"]
+    assert ids(book.fresh([before])) == []
+
+
 def test_call_book_reads_the_earlier_checkpoint_format() -> None:
     legacy = CallsCursor.model_validate({"watermark_ms": NOW, "seen": {"c1": NOW}})
     book = CallBook(legacy)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from service.events.tracking import MARGIN_MS, Tracker
+from service.events.tracking import MARGIN_MS, REWIND_FLOOR_MS, Tracker, rewound
 
 T0 = 1_790_000_000_000
 SPACING_S = 20.0
@@ -150,3 +150,22 @@ def test_a_state_the_last_read_covered_is_not_read_again() -> None:
     # A new spell that began after the read's end is a change.
     tracked.listing(at + 6_000, {"a": seen(end + 1_500, at + 6_000)}, complete=True)
     assert due(tracked, at + 6_000, now=1_000.0) == ["a"]
+
+
+def test_a_clock_behind_what_is_done_reads_again_from_before_the_jump() -> None:
+    tracked = tracker("a")
+    at = T0 + 3_600_000
+    tracked.listing(at, {"a": seen(T0 - 60_000, at)}, complete=True)
+    assert due(tracked, at) == []
+    assert rewound(tracked.position_ms, at - MARGIN_MS, age_s=1.0) is None  # a second's skew
+    # CCC's clock is back at T0 + 10 s, its checkpoint two hours old on ours.
+    now = T0 + 10_000
+    again = rewound(tracked.position_ms, now, age_s=7200.0)
+    assert again == now - 7_200_000 - MARGIN_MS
+    # However recent the checkpoint, at least the floor is read again.
+    assert rewound(tracked.position_ms, now, age_s=1.0) == now - REWIND_FLOOR_MS - MARGIN_MS
+    tracked.rewind(now - 60_000)
+    assert tracked.position_ms == now - 60_000
+    # A state begun after the jump (before what was done) is read again, from the rewind.
+    tracked.listing(now, {"a": seen(now - 5_000, now)}, complete=True)
+    assert tracked.due(now + MARGIN_MS, 0.0) == [("a", now - 60_000)]
