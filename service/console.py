@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 
@@ -57,7 +56,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         client_options(settings.kafka)  # TLS files and SASL credentials, before any client
     except ValidationError as error:
         raise StartupError(f"bad configuration: {field_errors(error)}") from error
-    except (ConfigError, OSError, TypeError, ValueError, yaml.YAMLError) as error:
+    except (ConfigError, OSError, TypeError, ValueError) as error:
         raise StartupError(f"bad configuration: {error}") from error
     return settings
 

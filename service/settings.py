@@ -11,6 +11,7 @@ Only the composition root reads settings; nothing else looks at os.environ.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic_settings import (
 )
 
 from service.ccc.settings import CccSettings
+from service.errors import ConfigError
 from service.kafka.settings import KafkaSettings, TopicSettings
 from service.sections import Section
 from service.webhooks.settings import WebhookSettings
@@ -31,6 +33,8 @@ from service.webhooks.settings import WebhookSettings
 ENV_PREFIX = "CCC_BRIDGE_"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 DEFAULT_SECRETS_DIR = Path("/run/secrets/ccc-bridge")
+# A value PyYAML quotes in its problem text (a tag, a character): content, so never shown.
+_QUOTED = re.compile(r"""(['"])(?:\\.|(?!\1)[^\\])*\1""")
 
 
 class PollerSettings(Section):
@@ -186,10 +190,25 @@ def load_settings(config_file: Path | None = None) -> Settings:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        # PyYAML's message quotes the offending line, which may hold a secret; so does its
+        # traceback, hence `from None`.
+        raise _yaml_error(path, error) from None
     if not isinstance(data, dict):
         raise TypeError(f"{path}: the top level must be a mapping of sections")
     return data
+
+
+def _yaml_error(path: Path, error: yaml.YAMLError) -> ConfigError:
+    """Where the file stops being YAML (line and column, 1-based) and the kind of problem,
+    without the content."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        problem = _QUOTED.sub("…", error.problem or "")
+        return ConfigError(f"{path}, line {mark.line + 1}, column {mark.column + 1}: {problem}")
+    return ConfigError(f"{path}: not YAML ({type(error).__name__})")
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

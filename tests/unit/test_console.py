@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
-from service.console import GC_YOUNG_THRESHOLD
+import pytest
+
+from service.cli import build_parser
+from service.console import GC_YOUNG_THRESHOLD, StartupError, settings_from
 
 
 def test_the_cli_freezes_what_it_imported_and_collects_young_objects_less_often(
@@ -29,3 +33,25 @@ def test_the_cli_freezes_what_it_imported_and_collects_young_objects_less_often(
     assert code == 0
     assert threshold == GC_YOUNG_THRESHOLD
     assert frozen > 10_000  # modules, models and the catalogue, left out of every collection
+
+
+@pytest.mark.parametrize(
+    ("document", "where"),
+    [
+        ('ccc:\n  access_key_secret: "s3cr3t-Value\n', "line 3, column 1: found unexpected end"),
+        ("ccc:\n  access_key_secret: s3cr3t-Value: x\n", "line 2, column 34: mapping values"),
+        ("ccc:\n  access_key_secret: !s3cr3t-Value\n", "line 2, column 22: could not determine"),
+    ],
+    ids=["unterminated-quote", "colon-in-value", "unknown-tag"],
+)
+def test_a_yaml_error_names_file_line_and_column_never_the_content(
+    tmp_path: Path, document: str, where: str
+) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(document, encoding="utf-8")
+    with pytest.raises(StartupError) as raised:
+        settings_from(build_parser().parse_args(["run", "--config", str(config)]))
+    message = str(raised.value)
+    assert f"{config}, {where}" in message
+    assert "s3cr3t" not in message
+    assert "s3cr3t" not in "".join(traceback.format_exception(raised.value))
