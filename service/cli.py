@@ -6,11 +6,31 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import get_args
 
 from service import app, broker, demo, schemas, send, tail, topics
-from service.console import tune_gc
+from service.console import log_options, tune_gc
 from service.emulator import cli as emulator_cli
 from service.logs import configure_logging
+from service.settings import LogSettings
+
+
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--log-level`/`--log-format`, before the subcommand or after it. Absent unless given
+    (SUPPRESS), so a subcommand's parser leaves a value given before it alone, and settings
+    apply where neither was given."""
+    parser.add_argument(
+        "--log-level",
+        choices=get_args(LogSettings.model_fields["level"].annotation),
+        default=argparse.SUPPRESS,
+        help="default: log.level (info; warning for demo, whose screen is the event view)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=get_args(LogSettings.model_fields["format"].annotation),
+        default=argparse.SUPPRESS,
+        help="default: log.format (auto: console on a terminal, JSON otherwise)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,17 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ccc-bridge",
         description="Alibaba Cloud Call Center (CCC 2017-07-05) to Kafka bridge.",
     )
-    parser.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        help="default: info (warning for demo, whose screen is the event view)",
-    )
-    parser.add_argument(
-        "--log-format",
-        default="auto",
-        choices=["auto", "json", "console"],
-        help="auto: console on a terminal, JSON otherwise",
-    )
+    add_log_arguments(parser)
     parser.set_defaults(default_log_level="info")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     app.add_parser(subcommands)
@@ -39,12 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_parser(subcommands)
     tail.add_parser(subcommands)
     schemas.add_parser(subcommands)
+    for subcommand in subcommands.choices.values():
+        add_log_arguments(subcommand)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level or args.default_log_level, args.log_format)
+    configure_logging(*log_options(args))  # until a command's settings are loaded
     tune_gc()  # for the long-running subcommands; about 35 ms beside a second of imports
     try:
         code: int = asyncio.run(args.func(args))

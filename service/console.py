@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from service.errors import ConfigError
 from service.kafka.connection import client_options, connection_problem
 from service.kafka.settings import KafkaSettings
-from service.settings import Settings, load_settings
+from service.logs import configure_logging
+from service.settings import LogSettings, Settings, load_settings
 from service.validation import field_errors
 
 EXIT_STARTUP_FAILED = 2
@@ -50,6 +51,17 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def log_options(args: argparse.Namespace, configured: LogSettings | None = None) -> tuple[str, str]:
+    """Level and format: the command line's `--log-level`/`--log-format` (absent unless
+    given), else the settings' `log` section once loaded, else the command's default."""
+    if configured is None:
+        configured = LogSettings(level=args.default_log_level)
+    return (
+        getattr(args, "log_level", configured.level),
+        getattr(args, "log_format", configured.format),
+    )
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     try:
         settings = load_settings(args.config)
@@ -58,6 +70,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise StartupError(f"bad configuration: {field_errors(error)}") from error
     except (ConfigError, OSError, TypeError, ValueError) as error:
         raise StartupError(f"bad configuration: {error}") from error
+    # `log` applies from here: with the image's entrypoint `ccc-bridge run`, settings are the
+    # only way a deployment has to set the level.
+    configure_logging(*log_options(args, settings.log))
     return settings
 
 

@@ -22,6 +22,7 @@ from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 20.0
+SECRET_ENV = {"CCC_BRIDGE_CCC__ACCESS_KEY_SECRET": DEFAULT_ACCESS_KEY_SECRET}
 
 
 async def produce(
@@ -120,12 +121,17 @@ def alive(pid: int) -> bool:
     return True
 
 
+async def write_config(settings: Settings, config: Path) -> None:
+    """`settings` as an operator's config file: all but the secret, given as `SECRET_ENV`."""
+    document = settings.model_dump(mode="json", exclude={"ccc": {"access_key_secret"}})
+    await asyncio.to_thread(config.write_text, yaml.safe_dump(document), encoding="utf-8")
+
+
 async def start_worker(settings: Settings, config: Path, log: Path) -> asyncio.subprocess.Process:
     """`ccc-bridge run` as an operator starts it: a config file, the secret in the env, its
     JSON log lines (info: partition assignments, commands executed) in `log`."""
-    document = settings.model_dump(mode="json", exclude={"ccc": {"access_key_secret"}})
-    await asyncio.to_thread(config.write_text, yaml.safe_dump(document), encoding="utf-8")
-    env = cli_env({"CCC_BRIDGE_CCC__ACCESS_KEY_SECRET": DEFAULT_ACCESS_KEY_SECRET})
+    await write_config(settings, config)
+    env = cli_env(SECRET_ENV)
     with log.open("wb") as stderr:
         return await asyncio.create_subprocess_exec(
             sys.executable,

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from service.cli import build_parser
-from service.console import GC_YOUNG_THRESHOLD, StartupError, settings_from
+from service.console import GC_YOUNG_THRESHOLD, StartupError, log_options, settings_from
+from service.settings import LogSettings
 
 
 def test_the_cli_freezes_what_it_imported_and_collects_young_objects_less_often(
@@ -33,6 +34,34 @@ def test_the_cli_freezes_what_it_imported_and_collects_young_objects_less_often(
     assert code == 0
     assert threshold == GC_YOUNG_THRESHOLD
     assert frozen > 10_000  # modules, models and the catalogue, left out of every collection
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--log-level", "debug", "--log-format", "json"],
+        ["--log-level", "debug", "--log-format", "json", "run"],
+        ["--log-format", "json", "run", "--log-level", "debug"],
+    ],
+)
+def test_logging_flags_parse_before_or_after_the_subcommand(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert log_options(args, LogSettings(level="error", format="console")) == ("debug", "json")
+
+
+@pytest.mark.parametrize(
+    ("argv", "configured", "expected"),
+    [
+        (["run"], LogSettings(level="debug", format="console"), ("debug", "console")),
+        (["run", "--log-level", "error"], LogSettings(level="debug"), ("error", "auto")),
+        (["run"], None, ("info", "auto")),  # before settings are read
+        (["demo"], None, ("warning", "auto")),  # its own default: the screen is the event view
+    ],
+)
+def test_log_options_command_line_over_settings_over_the_commands_default(
+    argv: list[str], configured: LogSettings | None, expected: tuple[str, str]
+) -> None:
+    assert log_options(build_parser().parse_args(argv), configured) == expected
 
 
 @pytest.mark.parametrize(
