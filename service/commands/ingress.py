@@ -249,7 +249,7 @@ class CommandIngress:
         matched = False
         for key in self._keys:
             matched |= hmac.compare_digest(key, given.encode())
-        if matched:
+        if matched and given:  # settings refuse empty keys; never let one match regardless
             return None
         message = (
             "give an API key as 'Authorization: Bearer <key>' or 'X-API-Key'"

@@ -371,8 +371,21 @@ def test_schema_is_draft_7_so_helm_3_reads_it_too() -> None:
         ({"config": {"tracing": {"enabled": True}}}, "/config"),
         ({"secrets": {"ccc": {"access_key_secret": ""}}}, "/secrets/ccc/access_key_secret"),
         ({"probes": {"liveness": {"httpGet": {"path": "/"}}}}, "/probes/liveness"),
+        ({"secrets": {"http": {"api_keys": [""]}}}, "/secrets/http/api_keys/0"),
+        ({"secrets": {"http": {"api_keys": ["short-key"]}}}, "/secrets/http/api_keys/0"),
+        ({"secrets": {"http": {"api_keys": ["sixteen chars ok"]}}}, "/secrets/http/api_keys/0"),
     ],
-    ids=["replicaCount", "margin", "budget", "section", "empty-secret", "probe-path"],
+    ids=[
+        "replicaCount",
+        "margin",
+        "budget",
+        "section",
+        "empty-secret",
+        "probe-path",
+        "empty-api-key",
+        "short-api-key",
+        "api-key-with-space",
+    ],
 )
 def test_helm_refuses_values_the_schema_forbids(values: dict[str, Any], where: str) -> None:
     """Through Helm's own schema check, on the values an install would use (defaults merged),

@@ -26,7 +26,8 @@ from service.openapi import openapi_document
 from service.settings import HttpSettings, Settings
 from service.web import Readiness, application
 
-KEY = "secret-key-1"
+KEY = "secret-key-1-0123456789"
+OTHER_KEY = "other-key-0123456789"
 DIAL = {
     "command_id": "c-1",
     "instance_id": "ccc-1",
@@ -38,7 +39,7 @@ DIAL = {
 }
 SETTINGS = Settings(
     ccc=CccSettings(instances=["ccc-1"]),
-    http=HttpSettings(api_keys=[SecretStr(KEY), SecretStr("other-key")], max_body_bytes=2048),
+    http=HttpSettings(api_keys=[SecretStr(KEY), SecretStr(OTHER_KEY)], max_body_bytes=2048),
 )
 
 
@@ -112,6 +113,18 @@ async def test_without_a_configured_key_the_answer_is_401(
     assert kafka.records == []
 
 
+async def test_an_empty_key_never_matches_a_request_without_one(serve: Serve) -> None:
+    """Settings refuse an empty key; were one let through, a request with no credentials
+    must still be refused."""
+    kafka = Kafka()
+    http = HttpSettings.model_construct(api_keys=[SecretStr("")], max_body_bytes=2048)
+    client = await serve(SETTINGS.model_copy(update={"http": http}), kafka=kafka)
+    for headers in ({}, bearer(""), {"X-API-Key": ""}):
+        answer = await client.post("/v1/commands/dial", json=DIAL, headers=headers)
+        assert answer.status == 401, headers
+    assert kafka.records == []
+
+
 async def test_with_no_key_configured_ingress_is_off_and_says_so(serve: Serve) -> None:
     settings = SETTINGS.model_copy(update={"http": HttpSettings()})
     client = await serve(settings)
@@ -120,7 +133,7 @@ async def test_with_no_key_configured_ingress_is_off_and_says_so(serve: Serve) -
     assert "no API key is configured (http.api_keys)" in (await answer.json())["message"]
 
 
-@pytest.mark.parametrize("headers", [bearer(), bearer("other-key"), {"X-API-Key": KEY}])
+@pytest.mark.parametrize("headers", [bearer(), bearer(OTHER_KEY), {"X-API-Key": KEY}])
 async def test_a_valid_command_is_produced_keyed_by_its_id_and_answered_202(
     serve: Serve, headers: dict[str, str]
 ) -> None:

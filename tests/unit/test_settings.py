@@ -12,7 +12,8 @@ from service.ccc.client import CccClient
 from service.ccc.settings import CccSettings
 from service.ccc.signing import AccessKey, BearerToken
 from service.errors import ConfigError
-from service.settings import DEFAULT_CONFIG, Settings, load_settings
+from service.settings import DEFAULT_CONFIG, HttpSettings, Settings, load_settings
+from service.validation import field_errors
 
 CREDENTIALS = {"CCC_BRIDGE_CCC__ACCESS_KEY_ID": "ak", "CCC_BRIDGE_CCC__ACCESS_KEY_SECRET": "sk"}
 
@@ -139,3 +140,22 @@ def test_explicit_endpoint_wins_over_region() -> None:
     assert settings.url == "http://127.0.0.1:8090"
     with pytest.raises(ValidationError, match="endpoint"):
         CccSettings(endpoint="ftp://x", access_key_id="a", access_key_secret="s")
+
+
+@pytest.mark.parametrize(
+    "key", ["", "short-key", " " * 20, "sixteen chars ok", "key-with-\x01-control-char"]
+)
+def test_an_empty_short_or_unsendable_api_key_is_refused_naming_the_field(key: str) -> None:
+    good = "a-good-key-0123456789"
+    with pytest.raises(ValidationError) as refused:
+        Settings(http={"api_keys": [good, key]})
+    shown = field_errors(refused.value)
+    assert shown.startswith("http.api_keys.1: Value error, an API key must be at least 16")
+    assert good not in str(refused.value)
+    if key.strip():
+        assert key not in str(refused.value)
+    with pytest.raises(ValidationError) as alone:
+        HttpSettings(api_keys=[key])
+    if key.strip():
+        assert key not in str(alone.value)
+    assert HttpSettings(api_keys=[good]).api_keys[0].get_secret_value() == good
