@@ -71,5 +71,5 @@ async def test_run_logs_as_its_settings_say(
     finally:
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(DEADLINE_S):
-            await process.communicate()  # read to the end: at debug a full pipe would block it
-    assert process.returncode == 0
+            _, rest = await process.communicate()  # at debug, a full pipe would block it
+    assert process.returncode == 0, rest.decode()[-2000:]
