@@ -347,7 +347,7 @@ def cycle_figures(
         return after.get(key, 0.0) - before.get(key, 0.0)
 
     for stream, interval in intervals.items():
-        labels = {"stream": stream, "instance": INSTANCE}
+        labels = {"stream": stream, "ccc_instance": INSTANCE}
         count = delta("ccc_bridge_poll_cycle_seconds_count", labels)
         if not count:
             continue

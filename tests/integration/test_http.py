@@ -135,7 +135,7 @@ async def test_metrics_move_as_events_and_commands_flow(
             nonlocal after
             after = samples((await get(settings, "/metrics"))[1])
             return grew("ccc_bridge_commands_total", kind="sms", status="succeeded") and grew(
-                "ccc_bridge_events_published_total", type=changed, instance=INSTANCE
+                "ccc_bridge_events_published_total", type=changed, ccc_instance=INSTANCE
             )
 
         await eventually(moved, deadline_s=30)

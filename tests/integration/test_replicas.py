@@ -86,9 +86,9 @@ class Replica:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == "ccc_bridge_instance_polled" and sample.value == 1:
-                    held.add(sample.labels["instance"])
+                    held.add(sample.labels["ccc_instance"])
                 elif sample.name == "ccc_bridge_poll_cycle_seconds_count":
-                    cycles[sample.labels["instance"]] += int(sample.value)
+                    cycles[sample.labels["ccc_instance"]] += int(sample.value)
         return held, cycles
 
 
