@@ -9,7 +9,15 @@ from typing import Any, Literal
 from pydantic import TypeAdapter
 
 from service.commands.ingress import Accepted, ApiError, CommandStatus
-from service.commands.models import COMMAND_TYPE, KINDS, Appraise, CommandKind, Dial, Sms
+from service.commands.models import (
+    COMMAND_TYPE,
+    KINDS,
+    Appraise,
+    CommandId,
+    CommandKind,
+    Dial,
+    Sms,
+)
 from service.version import service_version
 
 COMPONENT_REF = "#/components/schemas/{model}"
@@ -122,7 +130,13 @@ def _get() -> dict[str, Any]:
         "operationId": "command_status",
         "security": _KEY,
         "parameters": [
-            {"name": "command_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": "command_id",
+                "in": "path",
+                "required": True,
+                "description": "percent-encoded, as status_url and Location give it",
+                "schema": TypeAdapter(CommandId).json_schema(),
+            }
         ],
         "responses": {
             "200": {"description": "What is known of it.", "content": _json("CommandStatus")},

@@ -15,6 +15,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Literal
+from urllib.parse import quote
 
 import structlog
 from aiohttp import web
@@ -212,7 +213,7 @@ class CommandIngress:
                 "with the same command_id, which is safe"
             )
             return _error(503, "kafka_unavailable", message, retry_after_s=5)
-        status_url = f"/v1/commands/{command.command_id}"
+        status_url = status_path(command.command_id)
         accepted = Accepted(
             command_id=command.command_id, kind=kind, topic=topic, status_url=status_url
         )
@@ -259,6 +260,12 @@ class CommandIngress:
         answer = _error(401, "unauthorized", message)
         answer.headers["WWW-Authenticate"] = 'Bearer realm="ccc-bridge"'
         return answer
+
+
+def status_path(command_id: str) -> str:
+    """Where GET tells a command's status: the id percent-encoded, `/`, `%`, `?` and `#`
+    included, so it stays one path segment (the router decodes it back)."""
+    return "/v1/commands/" + quote(command_id, safe="")
 
 
 def _error(

@@ -88,7 +88,13 @@ PhoneNumber = Annotated[
     # With the default limits (commands.phone_min_digits / phone_max_digits).
     WithJsonSchema({"type": "string", "pattern": r"^\+?[0-9]{3,20}$"}),
 ]
-CommandId = Annotated[str, StringConstraints(pattern=r"^\S{1,200}$")]
+# Visible ASCII only: an id goes into a Kafka key, a URL path and an HTTP header (Location),
+# where control characters, spaces and non-ASCII cannot go as they are.
+CommandId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[!-~]{1,200}$"),
+    Field(description="1 to 200 visible ASCII characters ('!' to '~'): no spaces or controls"),
+]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 # Alibaba SMS's SendSms takes at most 1,000 numbers a request (its API reference; that CCC
 # sends through Alibaba SMS is inferred from GetSmsConfig's SignName and TemplateCode).

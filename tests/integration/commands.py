@@ -145,7 +145,7 @@ def _valid(
 
 
 def _invalid(variant: int, command_id: str, number: Numbers) -> Message:
-    """An invalid message of one of seven kinds a producer gets wrong."""
+    """An invalid message of one of eight kinds a producer gets wrong."""
     callee = number()
     base: dict[str, Any] = {"command_id": command_id, "instance_id": INSTANCE}
     dial = base | {
@@ -175,6 +175,9 @@ def _invalid(variant: int, command_id: str, number: Numbers) -> Message:
         body, field = sms | {"template_params": {"name": "x" * 36}}, "template_params"
     elif variant == 5:  # a valid command under another key: its copies could split partitions
         key, body, field = b"not-" + key, dial, "key"
+    elif variant == 6:  # an id with a control character, which no HTTP header can carry
+        command_id += "\x07"
+        key, body, field = command_id.encode(), dial | {"command_id": command_id}, "command_id"
     if body is not None:
         value = _wrapped(kind, body, as_event=variant == 1)
         return Message(kind, key, value, "invalid", command_id, mark, field=field)
@@ -183,7 +186,7 @@ def _invalid(variant: int, command_id: str, number: Numbers) -> Message:
     return Message("dial", key, value, "invalid", None, callee, field="")
 
 
-INVALID_VARIANTS = 7
+INVALID_VARIANTS = 8
 
 
 def mixed_commands(count: int, acids: list[str], *, seed: int, tag: str) -> list[Message]:

@@ -227,6 +227,11 @@ def test_a_cloudevent_without_type_is_read_by_its_topic() -> None:
         ("dial", {**DIAL_EX, "answer_mode": "robot"}, "answer_mode", "'ivr', 'agent'"),
         ("dial", {**DIAL_EX, "expires_at": "2026-11-24T10:00:00"}, "expires_at", "timezone"),
         ("dial", {**DIAL_EX, "command_id": "has space"}, "command_id", "pattern"),
+        ("dial", {**DIAL_EX, "command_id": "nul\x00"}, "command_id", "pattern"),
+        ("dial", {**DIAL_EX, "command_id": "unit\x1fsep"}, "command_id", "pattern"),
+        ("dial", {**DIAL_EX, "command_id": "del\x7f"}, "command_id", "pattern"),
+        ("dial", {**DIAL_EX, "command_id": "caf\u00e9"}, "command_id", "pattern"),
+        ("dial", {**DIAL_EX, "command_id": "x" * 201}, "command_id", "pattern"),
         ("dial", {**DIAL_EX, "metadata": [1]}, "metadata", "valid dictionary"),
         ("dial", {**DIAL_EX, "schema_version": 2}, "schema_version", "Input should be 1"),
         ("sms", [SMS], "", "valid dictionary"),
@@ -307,6 +312,8 @@ def test_a_cloudevent_with_invalid_data_names_the_fields_inside_data() -> None:
         ({**DIAL_EX, "callee": "x", "metadata": "not a dict"}, ("c-1", "ccc-1", None)),
         ({**DIAL_EX, "command_id": 7, "instance_id": ["ccc-1"]}, (None, None, {"crm": "42"})),
         ({**DIAL_EX, "command_id": "", "instance_id": "i" * 201}, (None, None, {"crm": "42"})),
+        # Answered under the id it came with, as for any other bad field.
+        ({**DIAL_EX, "command_id": "c\x00"}, ("c\x00", "ccc-1", {"crm": "42"})),
         ({"mode": "dial_ex"}, (None, None, None)),
     ],
 )

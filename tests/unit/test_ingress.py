@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 from pydantic import SecretStr
+from yarl import URL
 
 from service.ccc.settings import CccSettings
 from service.commands.ingress import CommandIngress, StatusView
@@ -191,6 +192,40 @@ async def test_an_invalid_command_is_400_naming_the_field_and_never_produced(
     assert found["error"] == "invalid_command"
     assert any(e["field"] == field and reason in e["reason"] for e in found["fields"]), found
     assert kafka.records == []
+
+
+@pytest.mark.parametrize("command_id", ["c\x00", "c\r\nX-Injected: 1", "c\x1f", "c\x7f", "c\u00e9"])
+async def test_a_command_id_outside_visible_ascii_is_400_and_never_produced(
+    serve: Serve, command_id: str
+) -> None:
+    kafka = Kafka()
+    client = await serve(kafka=kafka)
+    answer = await client.post(
+        "/v1/commands/dial", json=DIAL | {"command_id": command_id}, headers=bearer()
+    )
+    assert answer.status == 400
+    found = await answer.json()
+    assert [e["field"] for e in found["fields"]] == ["command_id"]
+    assert kafka.records == []
+
+
+async def test_the_status_url_percent_encodes_the_id_and_leads_to_its_status(
+    serve: Serve,
+) -> None:
+    kafka = Kafka()
+    view = StatusView(SETTINGS)
+    client = await serve(kafka=kafka, view=view)
+    command_id = "crm/7?x=%41#1"
+    answer = await client.post(
+        "/v1/commands/dial", json=DIAL | {"command_id": command_id}, headers=bearer()
+    )
+    assert answer.status == 202
+    url = "/v1/commands/crm%2F7%3Fx%3D%2541%231"
+    assert answer.headers["Location"] == url
+    assert (await answer.json())["status_url"] == url
+    await feed(view, "commands.dial", kafka.records[0].value, key=command_id)
+    found = await client.get(URL(url, encoded=True), headers=bearer())
+    assert (found.status, (await found.json())["command_id"]) == (200, command_id)
 
 
 async def test_a_body_over_the_limit_is_413(serve: Serve) -> None:
