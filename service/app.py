@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from service.ccc.client import CccClient
 from service.ccc.errors import CccError
+from service.ccc.health import CccHealth
 from service.commands.ingress import CommandIngress, StatusView
 from service.commands.worker import CommandWorker
 from service.console import (
@@ -40,8 +41,10 @@ from service.events.publisher import CheckpointStore, EventPublisher
 from service.kafka.admin import describe_topics, ensure_topics
 from service.kafka.producer import Producer
 from service.kafka.topics import co_partition_problem, co_partitioned
+from service.metrics import BUILD, CONSUMER_ASSIGNED
 from service.settings import Settings
-from service.web import Probes, Readiness, serving
+from service.version import service_version
+from service.web import Check, Probes, Readiness, serving
 from service.webhooks.dispatcher import run_webhooks
 
 log = structlog.get_logger(__name__)
@@ -59,16 +62,6 @@ async def _start_kafka(settings: Settings) -> Producer:
         await producer.stop()
         raise StartupError(kafka_failure(settings.kafka, error)) from error
     return producer
-
-
-async def _check_ccc(ccc: CccClient, settings: Settings) -> None:
-    if not settings.ccc.instances:
-        raise StartupError("no CCC instance to serve: set ccc.instances")
-    for instance_id in settings.ccc.instances:
-        try:
-            await ccc.call("GetInstance", {"InstanceId": instance_id})
-        except CccError as error:
-            raise StartupError(f"CCC at {settings.ccc.url}: {error}") from error
 
 
 async def _check_command_topics(settings: Settings) -> None:
@@ -111,6 +104,9 @@ async def run_service(
 ) -> None:
     """Poll every configured instance and execute commands until `stop` is set; a cycle in
     progress finishes, and so do commands in flight."""
+    BUILD.info({"version": service_version()})
+    if not settings.ccc.instances:
+        raise StartupError("no CCC instance to serve: set ccc.instances")
     try:
         settings.ccc.credentials()
     except ConfigError as error:
@@ -120,17 +116,25 @@ async def run_service(
         checkpoints = CheckpointStore(producer, settings.kafka, settings.topics)
         publisher = EventPublisher(producer, settings.topics, settings.ccc.region)
         async with CccClient(settings.ccc) as ccc:
-            await _check_ccc(ccc, settings)
+            # CCC is not asked before serving: webhooks, HTTP ingress and command status work
+            # without it, and commands wait for it (service/ccc/health.py).
             if settings.commands.enabled:
                 await _check_command_topics(settings)
             probes = Probes(
                 kafka_reachable=producer.reachable,
-                ccc_answered_at=lambda: ccc.answered_at,
-                ask_ccc=partial(ccc.call, "GetInstance", {"InstanceId": settings.ccc.instances[0]}),
                 partition_problem=partial(_partition_problem, producer, settings),
             )
+            health = CccHealth(
+                ccc,
+                settings.ccc.instances[0],
+                interval_s=settings.http.probe_interval_s,
+                timeout_s=settings.http.probe_timeout_s,
+                fresh_s=settings.http.ccc_fresh_s,
+            )
             readiness = Readiness(
-                stop, {"kafka": probes.kafka, "ccc": probes.ccc, "partitions": probes.partitions}
+                stop,
+                {"kafka": probes.kafka, "partitions": probes.partitions},
+                {"ccc": health.problem},
             )
             view = StatusView(settings)
             ingress = CommandIngress(settings, producer.send_all, view)
@@ -140,23 +144,30 @@ async def run_service(
                 asyncio.TaskGroup() as group,
             ):
                 group.create_task(probes.run(settings.http, stop))
+                group.create_task(health.run(stop))
                 if settings.http.api_keys:  # else nobody may ask for a command's status
                     group.create_task(view.run(stop))
                 if settings.commands.enabled:
-                    worker = CommandWorker(settings, producer, ccc, publisher)
-                    readiness.checks["commands"] = worker.assignment_problem
+                    worker = CommandWorker(settings, producer, ccc, publisher, health.wait_up)
+                    report(readiness, "commands", worker.assignment_problem)
                     group.create_task(worker.run(stop))
                 group.create_task(
                     run_webhooks(settings.webhooks, settings.kafka, settings.topics, producer, stop)
                 )
                 pollers = Pollers(settings, ccc, publisher, checkpoints)
-                readiness.checks["pollers"] = pollers.assignment_problem
+                report(readiness, "pollers", pollers.assignment_problem)
                 group.create_task(pollers.run(stop))
                 log.info("service_started", instances=settings.ccc.instances)
                 if on_ready is not None:
                     on_ready()
     finally:
         await producer.stop()
+
+
+def report(readiness: Readiness, consumer: str, problem: Check) -> None:
+    """A consumer group member's assignment, in /readyz's body and /metrics."""
+    readiness.reports[consumer] = problem
+    CONSUMER_ASSIGNED.labels(consumer).set_function(lambda: 0.0 if problem() else 1.0)
 
 
 def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,30 +1,35 @@
 """The service's Prometheus metrics (prometheus_client's default registry, served on
-/metrics). Labels never carry a secret: actions, event types, instance ids, statuses."""
+/metrics). Labels never carry a secret: actions, event types, instance ids, statuses.
+
+No label is named `instance` or `job`: Prometheus attaches those to every scraped series
+itself and would rename ours to `exported_instance`. A CCC instance is `ccc_instance`."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+BUILD = Info("ccc_bridge_build", "The running build: its ccc-bridge version (value always 1).")
 
 EVENTS_PUBLISHED = Counter(
     "ccc_bridge_events_published",
     "Events Kafka acknowledged, by CloudEvents type and CCC instance.",
-    ["type", "instance"],
+    ["type", "ccc_instance"],
 )
 POLL_CYCLE_SECONDS = Histogram(
     "ccc_bridge_poll_cycle_seconds",
     "Duration of one poll cycle (read CCC, publish, checkpoint).",
-    ["stream", "instance"],
+    ["stream", "ccc_instance"],
 )
 POLL_LAG_SECONDS = Gauge(
     "ccc_bridge_poll_lag_seconds",
     "Seconds since the stream's last cycle that completed (grows while CCC or Kafka fail).",
-    ["stream", "instance"],
+    ["stream", "ccc_instance"],
 )
 STREAM_BEHIND_SECONDS = Gauge(
     "ccc_bridge_stream_behind_seconds",
     "How far a stream's published history trails CCC's clock: the oldest span not yet read "
     "in full (state logs: the furthest-behind agent; calls: the scan watermark).",
-    ["stream", "instance"],
+    ["stream", "ccc_instance"],
 )
 CCC_CALLS = Counter(
     "ccc_bridge_ccc_calls",
@@ -33,6 +38,17 @@ CCC_CALLS = Counter(
 )
 CCC_CALL_SECONDS = Histogram(
     "ccc_bridge_ccc_call_seconds", "Latency of one CCC API request.", ["action"]
+)
+CCC_UP = Gauge(
+    "ccc_bridge_ccc_up",
+    "1 while CCC answers this process, 0 since a call found it unreachable (no answer or a "
+    "5xx) and until it answers again. /readyz does not depend on it.",
+)
+CONSUMER_ASSIGNED = Gauge(
+    "ccc_bridge_consumer_assigned",
+    "1 while the consumer group member holds its assignment (possibly no partitions), 0 "
+    "while it joins or rebalances: commands, pollers. /readyz does not depend on it.",
+    ["consumer"],
 )
 CCC_STREAM_CALLS = Counter(
     "ccc_bridge_ccc_stream_calls",
@@ -88,5 +104,5 @@ INSTANCE_POLLED = Gauge(
     "ccc_bridge_instance_polled",
     "1 while this process polls the CCC instance, 0 once it stopped (handed it to another "
     "replica, or stopping). Summed over the replicas: 1 per instance at steady state.",
-    ["instance"],
+    ["ccc_instance"],
 )

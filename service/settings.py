@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr
+from pydantic import AfterValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -113,15 +113,33 @@ class CommandSettings(Section):
     template_value_max_chars: int | None = Field(35, ge=1)
 
 
+# An API key is a bearer credential: short or guessable keys are refused at startup.
+MIN_API_KEY_CHARS = 16
+_API_KEY = re.compile(rf"[!-~]{{{MIN_API_KEY_CHARS},}}")
+
+
+def _api_key(key: SecretStr) -> SecretStr:
+    # Says what is wrong, never the key (the error names the field: http.api_keys.<n>).
+    if not _API_KEY.fullmatch(key.get_secret_value()):
+        raise ValueError(
+            f"an API key must be at least {MIN_API_KEY_CHARS} characters of visible ASCII "
+            "(no spaces: a header carries it)"
+        )
+    return key
+
+
 class HttpSettings(Section):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # an API key may be wrong
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
     port: int = Field(8080, ge=0, le=65535)
-    probe_interval_s: float = Field(5.0, gt=0)  # how often /readyz's Kafka and CCC checks run
+    # How often Kafka is asked for /readyz, and CCC (GetInstance) when it is idle or away:
+    # while away, less often, up to every 30 s.
+    probe_interval_s: float = Field(5.0, gt=0)
     probe_timeout_s: float = Field(3.0, gt=0)
-    ccc_fresh_s: float = Field(60.0, gt=0)  # CCC must have answered within this
+    ccc_fresh_s: float = Field(60.0, gt=0)  # CCC is asked when nothing else did within this
     # Keys accepted by /v1/commands (`Authorization: Bearer <key>` or `X-API-Key`). None
     # configured: the command endpoints answer 401 to everyone.
-    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_keys: list[Annotated[SecretStr, AfterValidator(_api_key)]] = Field(default_factory=list)
     max_body_bytes: int = Field(256 * 1024, ge=1024)  # a larger command body gets 413
     # How long POST /v1/commands waits for Kafka's acknowledgement before answering 503.
     produce_timeout_s: float = Field(5.0, gt=0)

@@ -1,17 +1,17 @@
 """The service's own HTTP surface (PRODUCT.md section 5): /livez, /readyz, /metrics, the
 command endpoints (service/commands/ingress.py) and /openapi.json describing them all.
 
-/livez answers 200 while the process runs. /readyz answers 200 only while Kafka answers,
-CCC has answered recently and the command consumers hold their assignment, and 503 with
-what fails otherwise, and from the moment shutdown begins. A probe loop keeps the Kafka and
-CCC checks fresh when no traffic does.
+/livez answers 200 while the process runs. /readyz answers 200 while Kafka answers and
+the partition counts agree, which is all that serving HTTP needs, and 503 with what fails
+otherwise, and from the moment shutdown begins. Its body also tells, without failing,
+whether CCC answers and the consumer groups hold their assignment (`degraded`). A probe
+loop keeps the Kafka checks fresh when no traffic does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,7 +20,6 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.ccc.errors import CccError
 from service.console import StartupError
 from service.openapi import openapi_document
 from service.settings import HttpSettings
@@ -32,16 +31,27 @@ Check = Callable[[], str | None]  # None when fine, else why not
 
 @dataclass
 class Readiness:
-    """The checks /readyz runs, by name; a stopping service is never ready."""
+    """The checks /readyz runs, by name; a stopping service is never ready. `reports` are
+    told in its body but never make it fail: what serving HTTP does not need (CCC, the
+    consumer groups), which would otherwise take every replica out of the Service at once
+    during a CCC outage or a long rebalance."""
 
     stop: asyncio.Event
     checks: dict[str, Check] = field(default_factory=dict)
+    reports: dict[str, Check] = field(default_factory=dict)
 
     def problems(self) -> dict[str, str]:
-        found = {name: why for name, check in self.checks.items() if (why := check()) is not None}
+        found = _failing(self.checks)
         if self.stop.is_set():
             found["shutdown"] = "the service is stopping"
         return found
+
+    def degraded(self) -> dict[str, str]:
+        return _failing(self.reports)
+
+
+def _failing(checks: dict[str, Check]) -> dict[str, str]:
+    return {name: why for name, check in checks.items() if (why := check()) is not None}
 
 
 class Probe:
@@ -56,16 +66,12 @@ class Probe:
 
 @dataclass
 class Probes:
-    """Kafka and CCC, asked every `probe_interval_s`: Kafka for metadata, CCC for an instance
-    when nothing else asked it within `ccc_fresh_s`."""
+    """Kafka, asked for metadata every `probe_interval_s`, and the partition counts."""
 
     kafka_reachable: Callable[[], Awaitable[bool]]
-    ccc_answered_at: Callable[[], float | None]
-    ask_ccc: Callable[[], Awaitable[object]]
     # Why writes would go to partitions Kafka does not have; None when none would.
     partition_problem: Callable[[], Awaitable[str | None]]
     kafka: Probe = field(default_factory=lambda: Probe("not checked yet"))
-    ccc: Probe = field(default_factory=lambda: Probe("not checked yet"))
     partitions: Probe = field(default_factory=lambda: Probe("not checked yet"))
 
     async def run(self, settings: HttpSettings, stop: asyncio.Event) -> None:
@@ -78,16 +84,6 @@ class Probes:
                 self.kafka.problem = None if ok else "Kafka did not answer a metadata request"
             if self.kafka.problem is None:
                 await self._check_partitions(settings)
-            answered = self.ccc_answered_at()
-            if answered is None or time.monotonic() - answered > settings.ccc_fresh_s:
-                try:
-                    await asyncio.wait_for(self.ask_ccc(), settings.probe_timeout_s)
-                except (TimeoutError, CccError) as error:
-                    self.ccc.problem = f"CCC did not answer: {error!r}"
-                else:
-                    self.ccc.problem = None
-            else:
-                self.ccc.problem = None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.probe_interval_s)
 
@@ -110,10 +106,12 @@ def application(
         return web.json_response({"status": "alive"})
 
     async def readyz(_: web.Request) -> web.Response:
-        problems = readiness.problems()
-        if problems:
-            return web.json_response({"status": "not ready", "failing": problems}, status=503)
-        return web.json_response({"status": "ready"})
+        body: dict[str, object] = {"status": "ready"}
+        if problems := readiness.problems():
+            body = {"status": "not ready", "failing": problems}
+        if degraded := readiness.degraded():
+            body["degraded"] = degraded
+        return web.json_response(body, status=503 if problems else 200)
 
     async def metrics(_: web.Request) -> web.Response:
         response = web.Response(body=generate_latest())

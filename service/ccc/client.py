@@ -121,6 +121,10 @@ class CccClient:
         self._server_offset_ms = 0
         self._server_date: str | None = None
         self.answered_at: float | None = None  # monotonic time of CCC's latest good answer
+        # Set while CCC answers: cleared by a call that finds it unreachable (no answer, or a
+        # 5xx) until CCC answers another. Commands wait on it (service/ccc/health.py).
+        self.reachable = asyncio.Event()
+        self.unreachable_why: str | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -155,6 +159,15 @@ class CccClient:
         """CCC's clock, from the Date header of its latest answer (to the second, rounded
         down), so time windows follow the server even when the two clocks disagree."""
         return int(time.time() * 1000) + self._server_offset_ms
+
+    def unreachable(self, why: str) -> None:
+        """CCC did not answer (or failed to): `reachable` is clear until a call succeeds."""
+        self.reachable.clear()
+        self.unreachable_why = why
+
+    def _reached(self) -> None:
+        self.reachable.set()
+        self.unreachable_why = None
 
     def _limiter(self, action: str) -> AsyncLimiter | None:
         limits = self._settings.rate_limits
@@ -297,11 +310,16 @@ class CccClient:
             CCC_CALLS.labels(spec.name, getattr(error, "code", type(error).__name__)).inc()
             if isinstance(error, CccThrottledError):
                 self._budget.throttled(stream, error.code, granted)
+            if isinstance(error, CccTransportError | CccServerError):
+                self.unreachable(str(error))
+            else:
+                self._reached()  # a refusal is an answer too
             raise
         finally:
             CCC_CALL_SECONDS.labels(spec.name).observe(time.monotonic() - started)
         CCC_CALLS.labels(spec.name, "ok").inc()
         self.answered_at = time.monotonic()
+        self._reached()
         return response
 
     async def _post(self, action: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:

@@ -97,13 +97,18 @@ class CommandWorker:
         producer: Producer,
         ccc: Ccc,
         publisher: Publisher,
+        ccc_up: Callable[[asyncio.Event], Awaitable[bool]] | None = None,
     ) -> None:
+        """`ccc_up` waits until CCC answers (True) or the event is set (False); a command
+        waits on it before it begins, so an outage fails nothing and runs nothing late
+        that expired meanwhile."""
         topics = settings.topics
         commands = settings.commands
         self._settings = settings
         self._producer = producer
         self._ccc = ccc
         self._publisher = publisher
+        self._ccc_up = ccc_up
         self._kinds: dict[str, CommandKind] = {
             topics.name(COMMAND_TOPICS[kind]): kind for kind in KINDS
         }
@@ -199,6 +204,8 @@ class CommandWorker:
     async def _answer(
         self, source: CommandSource, record: Record, command: Command, halt: asyncio.Event
     ) -> bool:
+        if self._ccc_up is not None and not await self._ccc_up(halt):
+            return False  # stopping or revoked while CCC was away: read again later
         received_at = now()
         decision = decide(
             self._ledger.get(source.partition, command.command_id),

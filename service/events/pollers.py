@@ -220,6 +220,18 @@ async def each(
         await asyncio.gather(*workers, stopping, return_exceptions=True)
 
 
+MAX_BACKOFF_S = 30.0  # a stream whose cycles fail is tried at least this often
+
+
+def backoff_s(interval_s: float, failures: int) -> float:
+    """The wait between cycles after `failures` failed in a row: doubling, capped."""
+    return (
+        interval_s
+        if failures == 0
+        else max(interval_s, min(interval_s * 2**failures, MAX_BACKOFF_S))
+    )
+
+
 async def poll_loop(stream: Stream, stop: asyncio.Event, *, instance_id: str) -> None:
     """Run the stream's cycle every interval until `stop` is set; a cycle in progress stops
     between its CCC calls."""
@@ -230,6 +242,7 @@ async def poll_loop(stream: Stream, stop: asyncio.Event, *, instance_id: str) ->
     if stream.behind_s is not None:
         STREAM_BEHIND_SECONDS.labels(stream.name, instance_id).set_function(stream.behind_s)
     calling_as(stream.name)
+    failures = 0
     try:
         while not stop.is_set():
             started = time.monotonic()
@@ -238,12 +251,15 @@ async def poll_loop(stream: Stream, stop: asyncio.Event, *, instance_id: str) ->
             except CccError as error:
                 if not error.retriable:
                     raise  # bad credentials or a bad request will not fix themselves
-                # Nothing moved: the next cycle reads the same window again.
+                # Nothing moved: the next cycle reads the same window again, later the
+                # longer CCC stays away.
+                failures += 1
                 log.warning("poll_cycle_failed", error=str(error), attempts=error.attempts)
             else:
                 duration.observe(time.monotonic() - started)
                 last_done = time.time()
-            wait = stream.interval_s - (time.monotonic() - started)
+                failures = 0
+            wait = backoff_s(stream.interval_s, failures) - (time.monotonic() - started)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(wait, 0))
     finally:

@@ -1,4 +1,5 @@
-"""`each`: bounded concurrency, first failure ends it, a stop cancels what is in flight."""
+"""`each`: bounded concurrency, first failure ends it, a stop cancels what is in flight; and
+how long a failing stream waits."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from service.events.pollers import each
+from service.events.pollers import MAX_BACKOFF_S, backoff_s, each
 
 
 async def test_it_runs_every_item_never_more_than_the_limit_at_once() -> None:
@@ -58,3 +59,9 @@ async def test_a_stop_cancels_work_in_flight_and_starts_no_more() -> None:
     await asyncio.wait_for(each(list(range(100)), work, 2, stop), timeout=5)
     assert started == [0, 1]
     assert sorted(cancelled) == [0, 1]
+
+
+def test_a_failing_stream_waits_longer_after_each_failure_up_to_the_cap() -> None:
+    waits = [backoff_s(2.0, n) for n in range(6)]
+    assert waits == [2.0, 4.0, 8.0, 16.0, MAX_BACKOFF_S, MAX_BACKOFF_S]
+    assert backoff_s(60.0, 3) == 60.0  # never more often than its own interval
