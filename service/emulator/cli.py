@@ -52,6 +52,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="TOKEN",
         help="an accepted bearer token (repeatable)",
     )
+    parser.add_argument(
+        "--sts-duration-s",
+        type=_positive_int,
+        help="lifetime of the keys its STS (AssumeRole, AssumeRoleWithOIDC) issues, whatever "
+        "DurationSeconds asks (default: as asked, 900 at least); shorter than Alibaba allows, "
+        "to watch clients refresh",
+    )
+    parser.add_argument(
+        "--oidc-token",
+        dest="oidc_tokens",
+        action="append",
+        metavar="TOKEN",
+        help="an OIDC token AssumeRoleWithOIDC accepts (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulation and faults")
     parser.add_argument(
         "--speed", type=_positive_float, default=1.0, help="simulated seconds per real second"
@@ -156,6 +170,8 @@ def _config(args: argparse.Namespace) -> tuple[EmulatorConfig, str]:
         speed=args.speed,
         access_keys={key_id: secret},
         bearer_tokens=frozenset(args.bearer_tokens or ()),
+        sts_duration_s=args.sts_duration_s,
+        oidc_tokens=frozenset(args.oidc_tokens or ()),
         active_window_s=args.active_window_s,
         quiet_agents=args.quiet_agents,
         other_states_rate=args.other_states_rate,
@@ -169,6 +185,13 @@ def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
     return value
 
 

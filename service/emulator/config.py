@@ -42,6 +42,11 @@ class EmulatorConfig:
     # AccessKeyId -> SecurityToken: such a key is an STS key and needs its token
     sts_tokens: dict[str, str] = field(default_factory=dict)
     bearer_tokens: frozenset[str] = frozenset()
+    # Lifetime of the keys its STS issues; None: the DurationSeconds asked for (at least 900,
+    # as Alibaba's). Tests take a few seconds, to see many expiries.
+    sts_duration_s: int | None = None
+    # OIDC tokens AssumeRoleWithOIDC accepts (RRSA's projected service-account tokens).
+    oidc_tokens: frozenset[str] = frozenset()
     # inbound calls per simulated minute per instance, for every 10 agents
     inbound_calls_per_minute: float = 6.0
     # ListAgentStates lists only agents whose state changed within this many simulated

@@ -12,6 +12,9 @@ Under /_emulator/, unsigned, beside the listings of PRODUCT.md section 6:
 - `GET|DELETE /_emulator/stats`: per-action counters of every RPC request since the start or
   the last reset (the requests log keeps only the latest, so a long benchmark counts here);
 - `POST /_emulator/quiesce`: wind the centre down, answering `{"quiesced_at"}`.
+
+Beside CCC, `/` answers STS 2015-04-01's AssumeRole and AssumeRoleWithOIDC
+(service/emulator/sts.py), so credential providers can take short-lived keys from here.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from service.ccc.signing import BEARER_SIGNATURE_TYPE, SIGNATURE_METHOD, sign, s
 from service.emulator.config import EmulatorConfig, SimClock
 from service.emulator.model import rfc3339
 from service.emulator.sim import BusinessError
+from service.emulator.sts import STS_ACTIONS, STS_VERSION, SecurityTokenService
 from service.validation import field_errors
 
 TIMESTAMP_WINDOW_S = 15 * 60  # FACTS.md section 3
@@ -52,7 +56,8 @@ REQUESTS_LOG_MAX_CHARS = 64 * 1024 * 1024
 # aiohttp's own 413. With 16-digit RamIds it holds some 36,000 `RamId.N` (docs/emulator.md).
 CLIENT_MAX_SIZE = 1024**2
 RETRY_AFTER_MS = 200  # hint sent with Throttling.User; the Tea SDK honours it
-SECRET_PARAMS = frozenset({"Signature", "BearerToken", "SecurityToken"})
+SECRET_PARAMS = frozenset({"Signature", "BearerToken", "SecurityToken", "OIDCToken"})
+STS_MIN_DURATION_S = 900  # AssumeRole's and AssumeRoleWithOIDC's DurationSeconds
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 JSON_BODY_ERROR = "the body must be a JSON object"
 # What the requests log and the stats record for a body over aiohttp's client_max_size: the
@@ -258,6 +263,7 @@ class Gateway:
         self._catalog = load_catalog()
         self._host_id = f"ccc.{config.region}.aliyuncs.com"
         self._nonces = NonceStore()
+        self._sts = SecurityTokenService(config.sts_duration_s)
         self._faults: dict[str, FaultRule] = {}
         self._rng = random.Random(config.seed)  # noqa: S311 - fault dice, not cryptography
         self._requests = RequestsLog()
@@ -302,7 +308,7 @@ class Gateway:
         request_id = new_request_id()
         code, items = "OK", 0
         try:
-            spec, body, drop = await self._execute(request, params, request_id)
+            action, body, drop = await self._execute(request, params, request_id)
         except GatewayError as error:
             code = error.code
             response = self._gateway_error(error, request_id)
@@ -310,7 +316,7 @@ class Gateway:
             code = error.code
             response = _business_error(error, request_id)
         else:
-            items = _item_count(spec.name, body)
+            items = _item_count(action, body)
             response = web.json_response(body)
             if drop and request.transport is not None:
                 # The action ran; losing the answer models a response lost on the way back.
@@ -323,16 +329,57 @@ class Gateway:
 
     async def _execute(
         self, request: web.Request, params: dict[str, str], request_id: str
-    ) -> tuple[ActionSpec, dict[str, Any], bool]:
+    ) -> tuple[str, dict[str, Any], bool]:
         """The action, its success body, and whether to drop it; raises GatewayError or
         BusinessError."""
+        if params.get("Version") == STS_VERSION:
+            return self._assume_role(request, params, request_id)
         spec = self._route(params)
         self._authenticate(request, params)
         api_params = parse_api_params(spec, params)
         fault = self._faults.get(spec.name) or self._faults.get("*")
         drop = False if fault is None else await self._inject(fault)
         result = self._sim.handle(spec.name, api_params)
-        return spec, _success_body(spec, result, request_id), drop
+        return spec.name, _success_body(spec, result, request_id), drop
+
+    def _assume_role(
+        self, request: web.Request, params: Mapping[str, str], request_id: str
+    ) -> tuple[str, dict[str, Any], bool]:
+        """STS: AssumeRole is signed like any RPC call; AssumeRoleWithOIDC is anonymous, its
+        OIDC token the credential. Any well-formed role is granted."""
+        action = params.get("Action")
+        if action is None:
+            raise _missing("Action")
+        if action not in STS_ACTIONS:
+            raise GatewayError(
+                404,
+                "InvalidAction.NotFound",
+                f"Specified api {action!r} is not found in STS {STS_VERSION}.",
+            )
+        if action == "AssumeRole":
+            self._authenticate(request, params)
+        elif params.get("OIDCToken") not in self._config.oidc_tokens:
+            raise GatewayError(
+                401, "AuthenticationFail.OIDCToken.Invalid", "The OIDCToken is invalid."
+            )
+        role_arn = params.get("RoleArn") or ""
+        if not role_arn:
+            raise _missing("RoleArn")
+        session = params.get("RoleSessionName") or ""
+        if not session:
+            raise _missing("RoleSessionName")
+        duration = params.get("DurationSeconds", "3600")
+        if not duration.isdigit() or int(duration) < STS_MIN_DURATION_S:
+            raise GatewayError(
+                400,
+                "InvalidParameter.DurationSeconds",
+                f"DurationSeconds must be at least {STS_MIN_DURATION_S}: {duration!r}.",
+            )
+        return (
+            action,
+            {"RequestId": request_id} | self._sts.issue(role_arn, session, int(duration)),
+            False,
+        )
 
     def _route(self, params: Mapping[str, str]) -> ActionSpec:
         version = params.get("Version")
@@ -411,6 +458,8 @@ class Gateway:
             )
         key_id = params.get("AccessKeyId", "")
         secret = self._config.access_keys.get(key_id)
+        if secret is None and (issued := self._sts.key(key_id)) is not None:
+            secret = issued.secret
         if secret is None:
             raise GatewayError(
                 400, "InvalidAccessKeyId.NotFound", f"Specified access key {key_id!r} is not found."
@@ -418,7 +467,8 @@ class Gateway:
         return key_id, secret
 
     def _check_security_token(self, key_id: str, params: Mapping[str, str]) -> None:
-        expected = self._config.sts_tokens.get(key_id)
+        issued = self._sts.key(key_id)
+        expected = self._config.sts_tokens.get(key_id) if issued is None else issued.token
         if expected is None:
             return
         received = params.get("SecurityToken", "")
@@ -427,6 +477,10 @@ class Gateway:
                 400,
                 "InvalidSecurityToken.MismatchWithAccessKey",
                 "Specified SecurityToken mismatch with the AccessKey.",
+            )
+        if issued is not None and self._sts.expired(issued):
+            raise GatewayError(
+                400, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired."
             )
 
     def _check_nonce(self, key_id: str, params: Mapping[str, str]) -> None:
@@ -527,7 +581,8 @@ class Gateway:
         made-up names cannot grow the counters without bound."""
         self._requests.add(entry)
         *_, code, items, size = entry
-        name = action if action is not None and action in self._catalog.actions else ""
+        known = action in self._catalog.actions or action in STS_ACTIONS
+        name = action if action is not None and known else ""
         stats = self._stats.get(name)
         if stats is None:
             stats = self._stats[name] = ActionStats()
