@@ -34,6 +34,17 @@ AUTH_CODES = frozenset(
 )
 
 
+# A security token CCC refused before acting: a refreshable credential is renewed and the
+# request signed again, once (service/ccc/client.py).
+TOKEN_REFUSED_CODES = frozenset(
+    {
+        "InvalidSecurityToken.Expired",
+        "InvalidSecurityToken.Malformed",
+        "InvalidSecurityToken.MismatchWithAccessKey",
+    }
+)
+
+
 class CccError(Exception):
     """Base of every error the client raises."""
 
@@ -86,6 +97,16 @@ class CccRequestError(CccApiError):
 
 class CccAuthError(CccRequestError):
     """Credentials, signature or clock skew: a configuration problem."""
+
+
+class CccCredentialsError(CccError):
+    """No credential to sign with: the provider kept failing past `ccc.credentials_retry_s`
+    (service/ccc/credentials.py). Nothing was sent."""
+
+    acted = False
+
+    def __str__(self) -> str:
+        return f"{self.action} not sent: {self.message}"
 
 
 class CccThrottledError(CccApiError):

@@ -3,12 +3,20 @@ limits (composed into Settings by service/settings.py)."""
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, HttpUrl, SecretStr, model_validator
 
 from service.ccc.catalog import load_catalog
-from service.ccc.signing import AccessKey, BearerToken, Credentials
+from service.ccc.credentials import (
+    CredentialSource,
+    ProviderCredentials,
+    StaticCredentials,
+    provider_for,
+)
+from service.ccc.signing import AccessKey, BearerToken
 from service.errors import ConfigError
 from service.sections import Section
 
@@ -61,14 +69,42 @@ class RateLimitSettings(Section):
         return self
 
 
+# The modes of Alibaba's credentials package, by its own names, plus CCC's bearer token.
+CccAuth = Literal[
+    "access_key", "sts", "ram_role_arn", "oidc_role_arn", "ecs_ram_role", "default", "bearer"
+]
+# What each mode cannot do without; ram_role_arn may also take a security_token (its
+# AccessKey is then an STS one).
+NEEDED: dict[str, tuple[str, ...]] = {
+    "access_key": ("access_key_id", "access_key_secret"),
+    "sts": ("access_key_id", "access_key_secret", "security_token"),
+    "ram_role_arn": ("access_key_id", "access_key_secret", "role_arn"),
+    "oidc_role_arn": ("role_arn", "oidc_provider_arn", "oidc_token_file"),
+    "ecs_ram_role": (),  # role_name unset: the instance's role, asked of the metadata service
+    "default": (),  # the library's chain: ALIBABA_CLOUD_* variables, profiles, OIDC, ECS
+    "bearer": ("bearer_token",),
+}
+
+
 class CccSettings(Section):
     endpoint: HttpUrl | None = None  # explicit URL; else https://ccc.<region>.aliyuncs.com
     region: str = "cn-shanghai"
-    auth: Literal["access_key", "sts", "bearer"] = "access_key"
+    auth: CccAuth = "access_key"
     access_key_id: str | None = None
     access_key_secret: SecretStr | None = None
     security_token: SecretStr | None = None
     bearer_token: SecretStr | None = None
+    role_arn: str | None = Field(None, pattern=r"^acs:ram::\d+:role/\S+$")
+    role_session_name: str = Field("ccc-bridge", pattern=r"^[\w.@-]{2,64}$")
+    # Alibaba's range: at least 900 s, at most the role's maximum session (1 to 12 hours).
+    role_session_duration_s: int = Field(3600, ge=900, le=43200)
+    oidc_provider_arn: str | None = Field(None, pattern=r"^acs:ram::\d+:oidc-provider/\S+$")
+    oidc_token_file: Path | None = None  # RRSA: the projected service-account token
+    role_name: str | None = None  # ecs_ram_role
+    # Host or URL of STS; unset: the library's (sts.aliyuncs.com, or by ALIBABA_CLOUD_STS_REGION).
+    sts_endpoint: str | None = None
+    # How long the service goes on without a valid credential, retrying, before it exits.
+    credentials_retry_s: float = Field(300.0, gt=0)
     instances: list[str] = Field(default_factory=list)
     connect_timeout_s: float = Field(3.0, gt=0)
     read_timeout_s: float = Field(10.0, gt=0)
@@ -83,18 +119,28 @@ class CccSettings(Section):
             return str(self.endpoint).rstrip("/")
         return f"https://ccc.{self.region}.aliyuncs.com"
 
-    def credentials(self) -> Credentials:
+    def credentials(self) -> CredentialSource:
         """The credentials of the auth mode. Checked when a CCC client is built, not when the
-        settings load, so commands that never call CCC (topics, tail) need none."""
-        if self.auth == "bearer":
-            if self.bearer_token is None:
-                raise ConfigError("ccc.auth 'bearer' needs ccc.bearer_token")
-            return BearerToken(self.bearer_token)
-        token = self.security_token if self.auth == "sts" else None
-        needed = {"access_key_id": self.access_key_id, "access_key_secret": self.access_key_secret}
-        if self.auth == "sts":
-            needed["security_token"] = token
-        missing = [f"ccc.{name}" for name, value in needed.items() if value is None]
-        if missing or self.access_key_id is None or self.access_key_secret is None:
+        settings load, so commands that never call CCC (topics, tail) need none; a provider
+        is built, and asked, on the first call."""
+        missing = [f"ccc.{name}" for name in NEEDED[self.auth] if getattr(self, name) is None]
+        if missing:
             raise ConfigError(f"ccc.auth {self.auth!r} needs {', '.join(missing)}")
-        return AccessKey(self.access_key_id, self.access_key_secret, token)
+        if self.auth == "bearer" and self.bearer_token is not None:
+            return StaticCredentials(BearerToken(self.bearer_token))
+        key_id, secret = self.access_key_id, self.access_key_secret
+        if self.auth in {"access_key", "sts"} and key_id is not None and secret is not None:
+            token = self.security_token if self.auth == "sts" else None
+            return StaticCredentials(AccessKey(key_id, secret, token))
+        token_file = self.oidc_token_file
+        if self.auth == "oidc_role_arn" and token_file is not None and not token_file.is_file():
+            # Read again on every refresh (the kubelet rotates it); missing at the start, it
+            # is a mount that is not there.
+            raise ConfigError(f"ccc.oidc_token_file: {token_file} is not a file")
+        return ProviderCredentials(
+            partial(provider_for, self),
+            mode=self.auth,
+            retry_s=self.credentials_retry_s,
+            backoff_initial_s=self.retry.backoff_initial_s,
+            backoff_max_s=self.retry.backoff_max_s,
+        )

@@ -10,7 +10,6 @@ from pydantic import ValidationError
 from service import settings as settings_module
 from service.ccc.client import CccClient
 from service.ccc.settings import CccSettings
-from service.ccc.signing import AccessKey, BearerToken
 from service.errors import ConfigError
 from service.settings import DEFAULT_CONFIG, HttpSettings, Settings, load_settings
 from service.validation import field_errors
@@ -118,19 +117,6 @@ def test_unknown_setting_and_unknown_rate_limited_action_are_refused() -> None:
         CccSettings(
             access_key_id="a", access_key_secret="s", rate_limits={"per_action": {"Dial": 1}}
         )
-
-
-def test_credentials_per_auth_mode() -> None:
-    key = CccSettings(access_key_id="a", access_key_secret="s").credentials()
-    assert isinstance(key, AccessKey)
-    assert key.security_token is None
-    sts = CccSettings(
-        auth="sts", access_key_id="a", access_key_secret="s", security_token="t"
-    ).credentials()
-    assert isinstance(sts, AccessKey)
-    assert sts.security_token is not None
-    bearer = CccSettings(auth="bearer", bearer_token="b").credentials()
-    assert isinstance(bearer, BearerToken)
 
 
 def test_explicit_endpoint_wins_over_region() -> None:
