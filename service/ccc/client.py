@@ -42,7 +42,11 @@ from service.ccc.catalog import (
     CccResponse,
     load_catalog,
 )
+from service.ccc.credentials import CredentialsUnavailableError
 from service.ccc.errors import (
+    TOKEN_REFUSED_CODES,
+    CccAuthError,
+    CccCredentialsError,
     CccError,
     CccServerError,
     CccThrottledError,
@@ -51,7 +55,7 @@ from service.ccc.errors import (
     error_from_response,
 )
 from service.ccc.settings import CccSettings, RetrySettings
-from service.ccc.signing import authorize, form_encode
+from service.ccc.signing import Credentials, authorize, form_encode
 from service.metrics import CCC_CALL_SECONDS, CCC_CALLS
 
 log = structlog.get_logger(__name__)
@@ -141,6 +145,7 @@ class CccClient:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        await self._credentials.aclose()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -287,6 +292,27 @@ class CccClient:
                 yield item
 
     async def _send(self, spec: ActionSpec, wire: dict[str, str]) -> CccResponse:
+        """One request, signed with the credential of the moment. Asked for before the rate
+        limits: a wait there longer than what is left of it meets the retry below."""
+        try:
+            credentials = await self._credentials.get()
+        except CredentialsUnavailableError as error:
+            raise CccCredentialsError(str(error), action=spec.name) from error
+        try:
+            return await self._attempt(spec, wire, credentials)
+        except CccAuthError as error:
+            if error.code not in TOKEN_REFUSED_CODES:
+                raise
+            # CCC refused the token before acting: signed again with a renewed one, once.
+            renewed = await self._credentials.renew(credentials)
+            if renewed is None:
+                raise
+            log.info("ccc_token_renewed", action=spec.name, code=error.code)
+            return await self._attempt(spec, wire, renewed)
+
+    async def _attempt(
+        self, spec: ActionSpec, wire: dict[str, str], credentials: Credentials
+    ) -> CccResponse:
         stream = current_stream()
         granted = await self._budget.acquire(stream)
         limiter = self._limiter(spec.name)
@@ -296,7 +322,7 @@ class CccClient:
         params |= authorize(
             "POST",
             params,
-            self._credentials,
+            credentials,
             timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             nonce=uuid.uuid4().hex,
         )
