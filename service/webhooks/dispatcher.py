@@ -20,8 +20,10 @@ again after the restart or by the partition's next owner, with the same webhook-
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
@@ -29,6 +31,8 @@ from typing import Self
 
 import aiohttp
 import structlog
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from service.cloudevents import CONTENT_TYPE
 from service.kafka.acked import Sink, send_dead_letter
@@ -50,6 +54,7 @@ from service.webhooks.core import (
     retry_after_s,
 )
 from service.webhooks.filters import matches
+from service.webhooks.hosts import HostPolicy
 from service.webhooks.settings import WebhookEndpoint, WebhookSettings
 from service.webhooks.signing import decode_secret
 
@@ -61,22 +66,59 @@ HEADERS = {"Content-Type": CONTENT_TYPE, "User-Agent": "ccc-bridge"}
 MAX_ANSWER_TEXT = 256  # of a failing answer's body, kept for the log and the dead letter
 
 
+class RefusedAddressError(OSError):
+    """A hostname resolved only to refused addresses; aiohttp reports it as a connection
+    failure (ClientConnectorDNSError, showing `strerror`), so the delivery is retried (DNS
+    may change), then dead-lettered with this reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EACCES, reason)
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, leaving out the addresses `policy` refuses."""
+
+    def __init__(self, policy: HostPolicy, inner: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        kept = [each for each in found if self._policy.refusal(host, each["host"]) is None]
+        if not kept:
+            refused = ", ".join(sorted({each["host"] for each in found}))
+            why = self._policy.refusal(host, found[0]["host"]) if found else "no address"
+            raise RefusedAddressError(
+                f"{host} resolves to {refused}: {why}; webhooks.allow_internal_hosts may name it"
+            )
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class HttpPoster:
     """One endpoint's HTTP client: at most `concurrency` requests at once (the pool is as
     big, so the timeout never counts a wait for a connection), each within `timeout_s`,
-    redirects not followed."""
+    redirects not followed (a redirect could lead where `hosts` refuses to go), connecting
+    only to addresses `hosts` allows."""
 
-    def __init__(self, endpoint: WebhookEndpoint) -> None:
+    def __init__(self, endpoint: WebhookEndpoint, hosts: HostPolicy) -> None:
         self._url = str(endpoint.url)
         self._timeout_s = endpoint.timeout_s
         self._concurrency = endpoint.concurrency
+        self._hosts = hosts
         self._slots = asyncio.Semaphore(endpoint.concurrency)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            connector=aiohttp.TCPConnector(
+                limit=self._concurrency, resolver=GuardedResolver(self._hosts)
+            ),
             headers=HEADERS,
         )
         return self
@@ -131,7 +173,7 @@ class EndpointDispatcher:
         self._sink = sink
         self._secret_key = decode_secret(endpoint.secret.get_secret_value())
         self._dlq = topics.name("webhook_dlq")
-        self._post = HttpPoster(endpoint)
+        self._post = HttpPoster(endpoint, webhooks.host_policy)
         self._log = log.bind(endpoint=endpoint.name)
         subscription = Subscription(
             tuple(topics.name(topic) for topic in WEBHOOK_TOPICS),
@@ -150,6 +192,10 @@ class EndpointDispatcher:
             name=f"webhook:{endpoint.name}",
             on_lag=lambda lag: gauge.set(sum(lag.values())),
         )
+
+    def assignment_problem(self) -> str | None:
+        """None while this member of the endpoint's group holds its assignment."""
+        return self._consumer.assignment_problem()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop`; then what is in flight ends (see the module's docstring)."""
@@ -234,15 +280,20 @@ class EndpointDispatcher:
         return True
 
 
-async def run_webhooks(
+async def run_webhooks(  # noqa: PLR0913 - three settings sections, where to, when, and who is told
     webhooks: WebhookSettings,
     kafka: KafkaSettings,
     topics: TopicSettings,
     sink: Sink,
     stop: asyncio.Event,
+    *,
+    report: Callable[[str, Callable[[], str | None]], None] | None = None,
 ) -> None:
-    """A dispatcher per configured endpoint until `stop`; with none configured, returns."""
+    """A dispatcher per configured endpoint until `stop`; with none configured, returns.
+    `report` is told each endpoint's consumer (`webhook:<name>`) and its assignment."""
     async with asyncio.TaskGroup() as group:
         for endpoint in webhooks.endpoints:
             dispatcher = EndpointDispatcher(endpoint, webhooks, kafka, topics, sink)
+            if report is not None:
+                report(f"webhook:{endpoint.name}", dispatcher.assignment_problem)
             group.create_task(dispatcher.run(stop))

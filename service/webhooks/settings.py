@@ -3,12 +3,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import ConfigDict, Field, HttpUrl, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from service.sections import Section
 from service.webhooks.filters import check_pattern
+from service.webhooks.hosts import HostPolicy, allow_entry
 from service.webhooks.signing import decode_secret
 
 
@@ -62,6 +71,15 @@ class WebhookSettings(Section):
     commit_interval_s: float = Field(1.0, gt=0)  # also how often the lag metric is measured
     # A dead replica's partitions move to the others after this.
     session_timeout_ms: int = Field(10_000, ge=1000)
+    # Hosts, addresses or CIDR networks endpoints may reach although they are loopback,
+    # link-local or a metadata service (refused otherwise: service/webhooks/hosts.py).
+    allow_internal_hosts: list[Annotated[str, AfterValidator(allow_entry)]] = Field(
+        default_factory=list
+    )
+
+    @property
+    def host_policy(self) -> HostPolicy:
+        return HostPolicy.allowing(self.allow_internal_hosts)
 
     @field_validator("endpoints")
     @classmethod
@@ -71,3 +89,17 @@ class WebhookSettings(Section):
         if repeated:
             raise ValueError(f"endpoint names must differ: {', '.join(repeated)} repeated")
         return endpoints
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Self:
+        """A URL whose host is a refused address or name is refused at startup; a hostname
+        is checked again on every address it resolves to (HttpPoster)."""
+        policy = self.host_policy
+        for endpoint in self.endpoints:
+            host = endpoint.url.host or ""
+            if (why := policy.refusal(host)) is not None:
+                raise ValueError(
+                    f"endpoint {endpoint.name}: {host} is {why}; name it in "
+                    "webhooks.allow_internal_hosts to send there"
+                )
+        return self

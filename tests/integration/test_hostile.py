@@ -33,7 +33,7 @@ from tests.integration.commands import Answers, Message, Where, answers, dial_ex
 from tests.integration.kafka_io import produce_events
 from tests.integration.pipeline import INSTANCE, commands_only, in_process
 from tests.integration.raw import RawRecord, batch_with, produce_raw
-from tests.integration.webhooks import Receiver, endpoint, new_secret
+from tests.integration.webhooks import LOOPBACK, Receiver, endpoint, new_secret
 
 EMULATOR = EmulatorConfig(
     instances=(INSTANCE,), agents=2, seed=7, speed=1, inbound_calls_per_minute=0
@@ -129,6 +129,7 @@ def written_size(record: Record) -> int:
 def with_webhook(settings: Settings, receiver: Receiver) -> Settings:
     webhooks = WebhookSettings(
         endpoints=[endpoint("hostile", receiver)],
+        allow_internal_hosts=LOOPBACK,
         group_prefix=f"wh-{uuid.uuid4().hex[:8]}-",
         start_from="earliest",
         fetch_max_wait_ms=20,

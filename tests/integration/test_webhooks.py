@@ -30,13 +30,14 @@ from service.kafka.settings import KafkaSettings, TopicSettings
 from service.schemas import MESSAGES, json_schema
 from service.settings import CommandSettings, HttpSettings, Settings
 from service.webhooks.core import WEBHOOK_DEAD_LETTER
-from service.webhooks.dispatcher import run_webhooks
+from service.webhooks.dispatcher import HttpPoster, run_webhooks
+from service.webhooks.hosts import HostPolicy
 from service.webhooks.settings import WebhookEndpoint, WebhookSettings
 from tests import samples
 from tests.inspection import eventually
 from tests.integration.kafka_io import produce, produce_events
 from tests.integration.pipeline import free_port, in_process, service_settings
-from tests.integration.webhooks import Receiver, endpoint, new_secret
+from tests.integration.webhooks import LOOPBACK, Receiver, endpoint, new_secret
 
 CHANGED = "com.aliyun.ccc.agent.state.changed"
 DEAD_LETTER_SCHEMA = Draft202012Validator(
@@ -52,6 +53,7 @@ def with_webhooks(
         topics=topics,
         webhooks=WebhookSettings(
             endpoints=list(endpoints),
+            allow_internal_hosts=LOOPBACK,
             group_prefix=f"wh-{uuid.uuid4().hex[:8]}-",  # a fresh group per test run
             start_from="earliest",
             fetch_max_wait_ms=20,
@@ -437,3 +439,22 @@ async def test_the_service_pushes_its_events_and_shows_webhook_metrics(
     assert receiver.forged == []
     assert {delivery.type for delivery in receiver.delivered} == {CHANGED}
     assert f'ccc_bridge_webhook_delivery_seconds_count{{endpoint="{hook.name}"}}' in text
+
+
+# -- where webhooks may go ----------------------------------------------------------------
+
+
+async def test_a_name_resolving_to_loopback_is_refused_at_connect_unless_allowed() -> None:
+    """Settings refuse a loopback literal; a hostname is judged by what it resolves to."""
+    async with Receiver(new_secret()) as receiver:
+        hook = endpoint("rebind", receiver, url=receiver.url.replace("127.0.0.1", "localhost"))
+        body, headers = b"{}", {"webhook-id": "msg_1"}
+        async with HttpPoster(hook, HostPolicy()) as post:
+            refused = await post(body, headers)
+        assert refused.status is None
+        assert "resolves to 127.0.0.1" in (refused.error or "")
+        assert receiver.attempts == Counter()
+        async with HttpPoster(hook, HostPolicy.allowing(["127.0.0.0/8"])) as post:
+            allowed = await post(body, headers)
+        assert allowed.status == 401  # it got there: unsigned, so the receiver refused it
+        assert receiver.attempts == Counter({"msg_1": 1})

@@ -100,6 +100,10 @@ class Receiver:
         return Counter(delivery.id for delivery in self.delivered)
 
 
+# Receivers listen on loopback, which webhooks refuse unless the settings name it.
+LOOPBACK = ["127.0.0.1"]
+
+
 def endpoint(name: str, receiver: Receiver, **changes: Any) -> WebhookEndpoint:
     """Quick to retry and to give up, as tests need."""
     fields = {

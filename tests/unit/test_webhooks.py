@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from pydantic import ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -37,7 +39,9 @@ from service.webhooks.core import (
     read_event,
     retry_after_s,
 )
+from service.webhooks.dispatcher import GuardedResolver, RefusedAddressError
 from service.webhooks.filters import check_pattern, matches
+from service.webhooks.hosts import HostPolicy
 from service.webhooks.settings import WebhookEndpoint, WebhookSettings
 from service.webhooks.signing import decode_secret, signature, signed_headers
 
@@ -141,6 +145,86 @@ def test_endpoint_names_are_plain_and_distinct() -> None:
         WebhookSettings(endpoints=[endpoint(), endpoint(url="https://other.example.com/")])
     with pytest.raises(ValidationError, match="name"):
         endpoint(name="crm hooks")
+
+
+# -- where an endpoint may point ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://100.100.100.200/latest/meta-data/", "Alibaba Cloud's metadata service"),
+        ("http://127.0.0.1:8080/hook", "loopback"),
+        ("http://127.1.2.3/hook", "loopback"),
+        ("http://[::1]:8080/hook", "loopback"),
+        ("http://[fe80::1]/hook", "link-local"),
+        ("http://[::ffff:169.254.169.254]/", "link-local"),
+        ("http://0.0.0.0:8080/hook", "unspecified"),
+        ("http://localhost:8080/hook", "loopback"),
+        ("https://api.LOCALHOST./hook", "loopback"),
+    ],
+)
+def test_an_internal_address_is_refused_unless_named(url: str, why: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(webhooks={"endpoints": [endpoint(url=url)]})
+    shown = field_errors(refused.value)
+    assert shown.startswith("webhooks: Value error, endpoint crm: ")
+    assert why in shown
+    assert "webhooks.allow_internal_hosts" in shown
+    host = (endpoint(url=url).url.host or "").strip("[]")
+    named = WebhookSettings(endpoints=[endpoint(url=url)], allow_internal_hosts=[host.upper()])
+    assert named.endpoints[0].url.host
+
+
+def test_a_network_named_allows_the_addresses_in_it() -> None:
+    hook = endpoint(url="http://169.254.170.2/v2/credentials")
+    assert WebhookSettings(endpoints=[hook], allow_internal_hosts=["169.254.170.0/24"]).endpoints
+    with pytest.raises(ValidationError, match="link-local"):
+        WebhookSettings(endpoints=[hook], allow_internal_hosts=["169.254.169.0/24"])
+
+
+@pytest.mark.parametrize(
+    "url", ["https://hooks.example.com/ccc", "http://10.0.0.5/hook", "http://192.168.1.9/hook"]
+)
+def test_public_and_private_network_addresses_are_allowed(url: str) -> None:
+    assert WebhookSettings(endpoints=[endpoint(url=url)]).endpoints[0].url.host
+
+
+@pytest.mark.parametrize("entry", ["", "a host", "http://x/", "10.0.0.0/33"])
+def test_an_allow_entry_must_be_a_host_an_address_or_a_network(entry: str) -> None:
+    with pytest.raises(ValidationError, match=r"allow_internal_hosts\.0"):
+        WebhookSettings(allow_internal_hosts=[entry])
+
+
+class Resolver(AbstractResolver):
+    """Answers every name with the addresses given."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=a, port=port, family=family, proto=0, flags=0)
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_name_is_judged_by_every_address_it_resolves_to() -> None:
+    metadata = GuardedResolver(HostPolicy(), Resolver("169.254.169.254"))
+    with pytest.raises(
+        RefusedAddressError, match=r"rebind\.example resolves to 169\.254\.169\.254"
+    ):
+        await metadata.resolve("rebind.example", 80)
+    mixed = GuardedResolver(HostPolicy(), Resolver("127.0.0.1", "203.0.113.7"))
+    assert [r["host"] for r in await mixed.resolve("mixed.example", 80)] == ["203.0.113.7"]
+    named = GuardedResolver(HostPolicy.allowing(["Rebind.Example"]), Resolver("169.254.169.254"))
+    assert [r["host"] for r in await named.resolve("rebind.example", 80)] == ["169.254.169.254"]
 
 
 # -- which events an endpoint gets ----------------------------------------------------------
