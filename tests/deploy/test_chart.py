@@ -86,7 +86,10 @@ SECRETS: dict[str, Any] = {
     },
 }
 WITH_SECRETS = {"secrets": SECRETS}
-VALUES = {"default": {}, "custom": CUSTOM, "secrets": WITH_SECRETS}
+ROLE_ARN = "acs:ram::1234567890123456:role/ccc-bridge"
+OIDC_PROVIDER_ARN = "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c0123456789"
+RRSA = {"rrsa": {"enabled": True, "roleArn": ROLE_ARN, "oidcProviderArn": OIDC_PROVIDER_ARN}}
+VALUES = {"default": {}, "custom": CUSTOM, "secrets": WITH_SECRETS, "rrsa": RRSA}
 every_values = pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
 
 SECRET_SETTINGS = [
@@ -121,6 +124,7 @@ def test_helm_lint_is_clean(values: dict[str, Any]) -> None:
         ({}, set()),
         (CUSTOM, {"HorizontalPodAutoscaler", "ServiceMonitor"}),
         (WITH_SECRETS, {"Secret"}),
+        (RRSA, set()),
     ],
     ids=VALUES.keys(),
 )
@@ -291,6 +295,29 @@ def test_the_secret_is_mounted_where_the_service_reads_files(
     assert pod_spec(manifests)["securityContext"]["fsGroup"] == runtime_user()[1]
 
 
+def test_rrsa_projects_a_token_for_sts_where_the_service_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manifests = render(RRSA)
+    account = only(manifests, "ServiceAccount")["metadata"]
+    assert account["annotations"] == {"pod-identity.alibabacloud.com/role-name": "ccc-bridge"}
+    (token,) = pod_spec(manifests)["volumes"][-1]["projected"]["sources"]
+    assert token["serviceAccountToken"]["audience"] == "sts.aliyuncs.com"
+    mounts = {m["name"]: m["mountPath"] for m in container(manifests)["volumeMounts"]}
+    for name in list(os.environ):
+        if name.startswith("CCC_BRIDGE_"):
+            monkeypatch.delenv(name)
+    for name, value in only(manifests, "ConfigMap")["data"].items():
+        monkeypatch.setenv(name, value)
+    ccc = load_settings().ccc
+    assert (ccc.auth, ccc.role_arn, ccc.oidc_provider_arn) == (
+        "oidc_role_arn",
+        ROLE_ARN,
+        OIDC_PROVIDER_ARN,
+    )
+    assert ccc.oidc_token_file == Path(mounts["rrsa-token"]) / token["serviceAccountToken"]["path"]
+
+
 def test_without_secrets_nothing_is_mounted() -> None:
     manifests = render()
     assert "secrets" not in {volume["name"] for volume in pod_spec(manifests)["volumes"]}
@@ -374,6 +401,8 @@ def test_schema_is_draft_7_so_helm_3_reads_it_too() -> None:
         ({"secrets": {"http": {"api_keys": [""]}}}, "/secrets/http/api_keys/0"),
         ({"secrets": {"http": {"api_keys": ["short-key"]}}}, "/secrets/http/api_keys/0"),
         ({"secrets": {"http": {"api_keys": ["sixteen chars ok"]}}}, "/secrets/http/api_keys/0"),
+        ({"config": {"ccc": {"auth": "ram_role"}}}, "/config/ccc/auth"),
+        ({"rrsa": {"enabled": True, "oidcProviderArn": OIDC_PROVIDER_ARN}}, "/rrsa/roleArn"),
     ],
     ids=[
         "replicaCount",
@@ -385,6 +414,8 @@ def test_schema_is_draft_7_so_helm_3_reads_it_too() -> None:
         "empty-api-key",
         "short-api-key",
         "api-key-with-space",
+        "unknown-auth",
+        "rrsa-without-role",
     ],
 )
 def test_helm_refuses_values_the_schema_forbids(values: dict[str, Any], where: str) -> None:
