@@ -14,6 +14,7 @@ import hmac
 import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
@@ -75,20 +76,42 @@ class CommandStatus(Outbound):
     result: CommandResult | None
 
 
+@dataclass(slots=True)
+class _Known:
+    """What the view keeps of one command id: what status() needs, the result as JSON."""
+
+    ledger_state: Literal["started", "done"] | None = None
+    action: str | None = None
+    result_seen: bool = False  # anything on the results topic, readable or not
+    # The ledger's result once an entry was read (a repeat's `duplicate` result says less
+    # than the original), else the latest on the results topic.
+    result: bytes | None = None
+
+    def cost(self, command_id: str) -> int:
+        return len(command_id) + len(self.result or b"") + ENTRY_OVERHEAD_BYTES
+
+
+# Bytes an id kept costs besides its id and result: the entry, its dict slot, the str
+# headers. tracemalloc measured about 280 (tests/unit/test_ingress.py holds it below this).
+ENTRY_OVERHEAD_BYTES = 400
+
+
 class StatusView:
     """The command, ledger and results topics tailed from their beginning, keeping for the
-    newest `max_entries` command ids whether a command was seen, its last ledger entry and
-    its last result: any replica can answer a GET, whichever worker ran the command.
-    Memory: about 1.5 KB per command id kept."""
+    newest command ids (at most `status_entries`, and `status_max_bytes` of them) whether a
+    command was seen, its ledger state and action, and its result as compact JSON: any
+    replica can answer a GET, whichever worker ran the command. Memory, measured: about
+    0.65 KB an id whose result has no metadata, and 1 KB more per KB of metadata (up to
+    64 KiB of it)."""
 
     def __init__(self, settings: Settings) -> None:
         commands = [settings.topics.name(topic) for topic in COMMAND_TOPICS.values()]
         self._ledger_topic = settings.topics.name("ledger")
         self._results_topic = settings.topics.name("command_results")
         self._max_entries = settings.http.status_entries
-        # command id -> [ledger value, result value], raw: most are never asked for. A
-        # command seen on its topic and nothing else yet is [None, None].
-        self._known: OrderedDict[str, list[bytes | None]] = OrderedDict()
+        self._max_bytes = settings.http.status_max_bytes
+        self._known: OrderedDict[str, _Known] = OrderedDict()  # oldest first
+        self._bytes = 0
         subscription = Subscription(
             (*commands, self._ledger_topic, self._results_topic),
             start_from="earliest",
@@ -109,38 +132,49 @@ class StatusView:
         if key is None:
             return True
         command_id = key.decode(errors="replace")
-        known = self._known.pop(command_id, [None, None])
+        known = self._known.pop(command_id, None)
+        if known is None:
+            known = _Known()
+        else:
+            self._bytes -= known.cost(command_id)
         if record.topic == self._ledger_topic:
-            known[0] = record.value
+            entry = None if record.value is None else _entry_of(record.value)
+            if entry is not None:
+                known.ledger_state, known.action = entry.state, entry.action
+                known.result = None if entry.result is None else _compact(entry.result)
         elif record.topic == self._results_topic:
-            known[1] = record.value
+            known.result_seen = True
+            if known.ledger_state is None:
+                result = None if record.value is None else _result_of(record.value)
+                known.result = None if result is None else _compact(result)
         self._known[command_id] = known  # newest last
-        if len(self._known) > self._max_entries:
-            self._known.popitem(last=False)
+        self._bytes += known.cost(command_id)
+        while len(self._known) > self._max_entries or self._bytes > self._max_bytes:
+            oldest, dropped = self._known.popitem(last=False)
+            self._bytes -= dropped.cost(oldest)
         return True
 
     def status(self, command_id: str) -> CommandStatus | None:
         known = self._known.get(command_id)
         if known is None:
             return None
-        ledger_value, result_value = known
-        entry = None if ledger_value is None else _entry_of(ledger_value)
-        if entry is not None:
-            result = entry.result  # a repeat's `duplicate` result says less than the original
-        else:
-            result = None if result_value is None else _result_of(result_value)
         state: Literal["queued", "running", "done"] = "queued"
-        if entry is not None and entry.state == "started":
+        if known.ledger_state == "started":
             state = "running"
-        elif result_value is not None or entry is not None:
+        elif known.result_seen or known.ledger_state is not None:
             state = "done"
+        result = None if known.result is None else CommandResult.model_validate_json(known.result)
         return CommandStatus(
             command_id=command_id,
             state=state,
-            ledger_state=None if entry is None else entry.state,
-            action=None if entry is None else entry.action,
+            ledger_state=known.ledger_state,
+            action=known.action,
             result=result,
         )
+
+
+def _compact(result: CommandResult) -> bytes:
+    return result.model_dump_json(exclude_defaults=True).encode()
 
 
 def _entry_of(value: bytes) -> Entry | None:

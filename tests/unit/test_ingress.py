@@ -6,7 +6,9 @@ and worker is tests/integration/test_ingress.py."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +20,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from service.ccc.settings import CccSettings
-from service.commands.ingress import CommandIngress, StatusView
+from service.commands.ingress import ENTRY_OVERHEAD_BYTES, CommandIngress, StatusView
 from service.commands.ledger import Entry
 from service.commands.models import KINDS, CommandResult, CommandSource
 from service.kafka.producer import OutRecord, PublishError
@@ -397,6 +399,42 @@ async def test_the_view_keeps_the_newest_ids_only() -> None:
     for command_id in ("a", "b", "a", "c"):  # `a` seen again is newer than `b`
         await feed(view, "bridge.ledger", entry, key=command_id)
     assert [view.status(c) is not None for c in ("a", "b", "c")] == [True, False, True]
+
+
+async def held_per_id(view: StatusView, metadata_bytes: int, count: int) -> float:
+    """Bytes the view holds more per id after taking `count` ids' command, ledger entry and
+    result (each with that much metadata), as tracemalloc counts them."""
+    done = result("succeeded").model_copy(update={"metadata": {"note": "x" * metadata_bytes}})
+    command = json.dumps(DIAL).encode()
+    entry = Entry(state="done", source=SOURCE, action="DialEx", result=done)
+    ledger, results = entry.model_dump_json().encode(), event(done)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(count):
+            command_id = f"id-{n:06d}"
+            await feed(view, "commands.dial", command, key=command_id)
+            await feed(view, "bridge.ledger", ledger, key=command_id)
+            await feed(view, "commands.results", results, key=command_id)
+        gc.collect()
+        return (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+
+
+async def test_the_view_is_bounded_by_bytes_and_counts_them_honestly() -> None:
+    budget = 2 * 1024 * 1024
+    http = SETTINGS.http.model_copy(update={"status_max_bytes": budget})
+    view = StatusView(SETTINGS.model_copy(update={"http": http}))
+    # 300 ids with 60 KB of metadata each would be 18 MB: the oldest go, the newest stay.
+    assert await held_per_id(view, 60_000, 300) * 300 < budget * 1.1
+    assert view.status("id-000000") is None
+    assert view.status("id-000299") is not None
+    # What an id is counted as is no less than what it takes.
+    small = result("succeeded").model_dump_json(exclude_defaults=True)
+    counted = len("id-000000") + len(small) + ENTRY_OVERHEAD_BYTES
+    assert await held_per_id(StatusView(SETTINGS), 0, 2000) <= counted
 
 
 # -- OpenAPI -------------------------------------------------------------------------
