@@ -151,9 +151,8 @@ async def run_service(
                     worker = CommandWorker(settings, producer, ccc, publisher, health.wait_up)
                     report(readiness, "commands", worker.assignment_problem)
                     group.create_task(worker.run(stop))
-                group.create_task(
-                    run_webhooks(settings.webhooks, settings.kafka, settings.topics, producer, stop)
-                )
+                webhooks = partial(run_webhooks, settings.webhooks, settings.kafka, settings.topics)
+                group.create_task(webhooks(producer, stop, report=partial(report, readiness)))
                 pollers = Pollers(settings, ccc, publisher, checkpoints)
                 report(readiness, "pollers", pollers.assignment_problem)
                 group.create_task(pollers.run(stop))
