@@ -224,11 +224,9 @@ class CommandIngress:
     async def _post(self, request: web.Request, kind: CommandKind) -> web.Response:
         if (refused := self._refused(request)) is not None:
             return refused
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            limit = self._settings.http.max_body_bytes
-            return _error(413, "too_large", f"the body is larger than {limit} bytes")
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
         try:
             command = parse_command(kind, body, self._instances, self._limits)
         except InvalidCommandError as invalid:
@@ -257,6 +255,23 @@ class CommandIngress:
             content_type=JSON,
             headers={"Location": status_url},
         )
+
+    async def _body(self, request: web.Request) -> bytes | web.Response:
+        """The body, or the answer when it is too large, too slow or cut off."""
+        http = self._settings.http
+        try:
+            async with asyncio.timeout(http.body_timeout_s):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "too_large", f"the body is larger than {http.max_body_bytes} bytes")
+        except TimeoutError:
+            answer = _error(408, "too_slow", f"the body took longer than {http.body_timeout_s:g} s")
+            answer.force_close()  # the rest of the body may still be on its way
+            return answer
+        except ConnectionError:
+            # The client went away mid-body: nobody to answer, and no bug to trace.
+            log.debug("http_client_gone", path=request.path)
+            return _error(400, "incomplete", "the connection closed before the body ended")
 
     async def get(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
