@@ -48,7 +48,7 @@ CUSTOM_CONFIG: dict[str, Any] = {
     },
     "topics": {"prefix": "", "retention_ms": 1_209_600_000, "replication_factor": 3},
     "commands": {"default_expiry_s": 600},
-    "http": {"port": 9090},
+    "http": {"port": 9090, "admin_port": 9100},
     "lifecycle": {"shutdown_budget_s": 45.5},
 }
 CUSTOM: dict[str, Any] = {
@@ -164,8 +164,8 @@ def test_service_monitor_scrapes_metrics_from_the_service() -> None:
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
     service_ports = {port["name"] for port in service["spec"]["ports"]}
-    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("http", "/metrics")]
-    assert "http" in service_ports
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("admin", "/metrics")]
+    assert "admin" in service_ports
 
 
 @every_values
@@ -459,9 +459,13 @@ def test_pods_roll_when_config_or_secrets_change() -> None:
 
 
 @pytest.mark.parametrize(
-    ("values", "port"), [({}, HttpSettings().port), (CUSTOM, 9090)], ids=["default", "custom"]
+    ("values", "port", "admin"),
+    [({}, HttpSettings().port, 9090), (CUSTOM, 9090, 9100)],
+    ids=["default", "custom"],
 )
-def test_probes_ask_livez_and_readyz_on_the_service_port(values: dict[str, Any], port: int) -> None:
+def test_probes_ask_livez_and_readyz_on_the_admin_port(
+    values: dict[str, Any], port: int, admin: int
+) -> None:
     manifests = render(values)
     probes = {
         kind: (
@@ -471,15 +475,29 @@ def test_probes_ask_livez_and_readyz_on_the_service_port(values: dict[str, Any],
         for kind in ("startupProbe", "livenessProbe", "readinessProbe")
     }
     assert probes == {
-        "startupProbe": ("/livez", "http"),
-        "livenessProbe": ("/livez", "http"),
-        "readinessProbe": ("/readyz", "http"),
+        "startupProbe": ("/livez", "admin"),
+        "livenessProbe": ("/livez", "admin"),
+        "readinessProbe": ("/readyz", "admin"),
     }
     assert container(manifests)["ports"] == [
-        {"name": "http", "containerPort": port, "protocol": "TCP"}
+        {"name": "http", "containerPort": port, "protocol": "TCP"},
+        {"name": "admin", "containerPort": admin, "protocol": "TCP"},
     ]
-    assert only(manifests, "ConfigMap")["data"]["CCC_BRIDGE_HTTP__PORT"] == str(port)
-    assert [p["targetPort"] for p in only(manifests, "Service")["spec"]["ports"]] == ["http"]
+    data = only(manifests, "ConfigMap")["data"]
+    assert (data["CCC_BRIDGE_HTTP__PORT"], data["CCC_BRIDGE_HTTP__ADMIN_PORT"]) == (
+        str(port),
+        str(admin),
+    )
+    service_ports = only(manifests, "Service")["spec"]["ports"]
+    assert [(p["name"], p["targetPort"]) for p in service_ports] == [
+        ("http", "http"),
+        ("admin", "admin"),
+    ]
+
+
+def test_the_api_and_admin_ports_must_differ() -> None:
+    with pytest.raises(helm.HelmError, match="must differ"):
+        render({"config": {"http": {"port": 9090}}})
 
 
 @every_values
