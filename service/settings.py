@@ -111,6 +111,10 @@ class CommandSettings(Section):
     phone_min_digits: int = Field(3, ge=1)
     phone_max_digits: int = Field(20, ge=1)
     template_value_max_chars: int | None = Field(35, ge=1)
+    # The command ledger in memory is every entry within topics.ledger_retention_ms of the
+    # partitions a process owns; past this it logs ledger_over_budget and drops nothing
+    # (forgetting an id early would let its repeat run again): shorten the retention.
+    ledger_warn_bytes: int = Field(256 * 1024 * 1024, ge=1)
 
 
 # An API key is a bearer credential: short or guessable keys are refused at startup.
@@ -132,6 +136,16 @@ class HttpSettings(Section):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # an API key may be wrong
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
     port: int = Field(8080, ge=0, le=65535)
+    # None: one port serves everything (a laptop). Set: /livez, /readyz and /metrics listen
+    # there alone, and `port` serves /v1/commands and /openapi.json.
+    admin_port: int | None = Field(None, ge=0, le=65535)
+    # Slow clients: a request's line and headers must arrive within header_timeout_s of
+    # connecting or of the previous answer (so idle keep-alive connections close after it
+    # too), and its body within body_timeout_s of its headers (408 otherwise).
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
+    # Open connections per port: past it a new one gets 503 and is closed at once.
+    max_connections: int = Field(512, ge=1)
     # How often Kafka is asked for /readyz, and CCC (GetInstance) when it is idle or away:
     # while away, less often, up to every 30 s.
     probe_interval_s: float = Field(5.0, gt=0)
@@ -143,8 +157,11 @@ class HttpSettings(Section):
     max_body_bytes: int = Field(256 * 1024, ge=1024)  # a larger command body gets 413
     # How long POST /v1/commands waits for Kafka's acknowledgement before answering 503.
     produce_timeout_s: float = Field(5.0, gt=0)
-    # Command ids whose ledger state and result GET /v1/commands/{id} can tell, newest kept.
+    # Command ids whose ledger state and result GET /v1/commands/{id} can tell, newest kept,
+    # and the memory they may take, the oldest going first: measured, about 0.65 KB an id
+    # whose result has no metadata, plus the metadata (up to 64 KiB).
     status_entries: int = Field(100_000, ge=1)
+    status_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
 
 
 class LifecycleSettings(Section):

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import structlog
 from aiohttp import web
@@ -27,6 +28,7 @@ from service.settings import HttpSettings
 log = structlog.get_logger(__name__)
 
 Check = Callable[[], str | None]  # None when fine, else why not
+Serves = Literal["all", "admin", "api"]
 
 
 @dataclass
@@ -100,8 +102,14 @@ class Probes:
 
 
 def application(
-    readiness: Readiness, settings: HttpSettings, routes: Sequence[web.RouteDef] = ()
+    readiness: Readiness,
+    settings: HttpSettings,
+    routes: Sequence[web.RouteDef] = (),
+    *,
+    serves: Serves = "all",
 ) -> web.Application:
+    """`serves` admin: the probes and /metrics; api: the command routes and /openapi.json."""
+
     async def livez(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -122,11 +130,13 @@ def application(
         return web.json_response(openapi_document())
 
     app = web.Application(client_max_size=settings.max_body_bytes)
-    app.router.add_get("/livez", livez)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi)
-    app.router.add_routes(routes)
+    if serves != "api":
+        app.router.add_get("/livez", livez)
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
+    if serves != "admin":
+        app.router.add_get("/openapi.json", openapi)
+        app.router.add_routes(routes)
     return app
 
 
@@ -134,18 +144,113 @@ def application(
 async def serving(
     settings: HttpSettings, readiness: Readiness, routes: Sequence[web.RouteDef] = ()
 ) -> AsyncIterator[int]:
-    """The HTTP server, listening until the block ends; yields its port."""
-    runner = web.AppRunner(application(readiness, settings, routes), access_log=None)
+    """The HTTP server, listening until the block ends; yields the port of the command
+    API. With http.admin_port, the probes and /metrics listen there alone."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.admin_port is None:
+            yield await stack.enter_async_context(
+                _listening(settings, settings.port, application(readiness, settings, routes))
+            )
+            return
+        admin = application(readiness, settings, serves="admin")
+        await stack.enter_async_context(_listening(settings, settings.admin_port, admin))
+        api = application(readiness, settings, routes, serves="api")
+        yield await stack.enter_async_context(_listening(settings, settings.port, api))
+
+
+@asynccontextmanager
+async def _listening(settings: HttpSettings, port: int, app: web.Application) -> AsyncIterator[int]:
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        # aiohttp's idle timer runs from the connection's start and from each answer, and
+        # closes a connection still without a whole request head: the header timeout.
+        keepalive_timeout=settings.header_timeout_s,
+        # After an early answer (401, 408, 413) the rest of a body is read and dropped for
+        # this long, so the client gets the answer rather than a reset.
+        lingering_time=LINGER_S,
+        # A request in progress at shutdown: its body and Kafka's acknowledgement, at most.
+        shutdown_timeout=settings.body_timeout_s + settings.produce_timeout_s,
+    )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        if runner.server is None:
+            raise RuntimeError("AppRunner.setup() made no server")
+        factory = _Capped(runner.server, settings.max_connections)
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            listener = await loop.create_server(factory, settings.host, port)
         except OSError as error:
-            where = f"{settings.host}:{settings.port}"
+            where = f"{settings.host}:{port}"
             raise StartupError(f"cannot listen on {where}: {error.strerror}") from error
-        port: int = runner.addresses[0][1]
-        log.info("http_listening", host=settings.host, port=port)
-        yield port
+        try:
+            bound: int = listener.sockets[0].getsockname()[1]
+            paths = sorted({resource.canonical for resource in app.router.resources()})
+            log.info("http_listening", host=settings.host, port=bound, paths=paths)
+            yield bound
+        finally:
+            listener.close()
     finally:
         await runner.cleanup()
+
+
+class _Capped:
+    """A listening socket's protocol factory: aiohttp's handler while fewer than `limit`
+    connections are open, else one that answers 503 and closes, so slow or stuck clients
+    cannot take every file descriptor."""
+
+    def __init__(self, server: web.Server, limit: int) -> None:
+        self._server = server
+        self._limit = limit
+        self._open = 0
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if self._open >= self._limit:
+            log.debug("http_connection_refused", open=self._open, limit=self._limit)
+            return _Refused()
+        self._open += 1
+        return _Counted(self._server(), self._closed)
+
+    def _closed(self) -> None:
+        self._open -= 1
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's handler as it is, telling when its connection is gone."""
+
+    def __init__(self, inner: asyncio.Protocol, closed: Callable[[], None]) -> None:
+        self._inner = inner
+        self._closed = closed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed()
+        self._inner.connection_lost(exc)
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(REFUSAL)
+        transport.close()
+
+
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+LINGER_S = 1.0

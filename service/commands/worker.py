@@ -115,7 +115,13 @@ class CommandWorker:
         self._dlq = topics.name("command_dlq")
         self._instances = frozenset(settings.ccc.instances)
         self._limits = Limits.of(commands)
-        self._ledger = Ledger(producer, settings.kafka, topics.name("ledger"))
+        self._ledger = Ledger(
+            producer,
+            settings.kafka,
+            topics.name("ledger"),
+            retention_ms=topics.ledger_retention_ms,
+            warn_bytes=commands.ledger_warn_bytes,
+        )
         LEDGER_ENTRIES.set_function(self._ledger.size)
         self._calls = asyncio.Semaphore(commands.concurrency)
         self._starting = asyncio.Semaphore(commands.concurrency)
