@@ -1,8 +1,11 @@
 """The README's configuration reference names every setting, with its environment variable,
-and nothing that is not a setting: a setting added or renamed without its row fails here."""
+and nothing that is not a setting: a setting added or renamed without its row fails here.
+So does a CCC action called, or no longer called, that docs/deploy.md's RAM policy does not
+match."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -62,3 +65,26 @@ def test_every_setting_has_a_row_and_every_row_is_a_setting() -> None:
 def test_each_row_gives_its_settings_real_env_var() -> None:
     wrong = {path: given for path, given in documented().items() if given != env_var(path)}
     assert wrong == {}
+
+
+def test_the_ram_policy_allows_exactly_the_ccc_actions_the_service_calls() -> None:
+    """docs/deploy.md's least policy: an action the code starts calling, or stops, fails here."""
+    service = README.parent / "service"
+    called: set[str] = set()
+    for path in service.rglob("*.py"):
+        if "emulator" in path.parts:
+            continue  # it answers CCC's actions, it does not call them
+        text = path.read_text(encoding="utf-8")
+        called |= set(re.findall(r'\b(?:call|iter_items|pages)\(\s*"([A-Za-z0-9]+)"', text))
+        called |= set(re.findall(r'\baction = "([A-Za-z0-9]+)"', text))  # commands' calls
+    deploy = (README.parent / "docs" / "deploy.md").read_text(encoding="utf-8")
+    section = deploy.split("### The RAM policy", 1)[1]
+    policy = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    allowed = {
+        action.removeprefix("ccc:")
+        for statement in policy["Statement"]
+        for action in statement["Action"]
+        if action.startswith("ccc:")
+    }
+    assert called, "no CCC call found: the pattern above no longer matches the code"
+    assert allowed == called
