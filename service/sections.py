@@ -7,4 +7,6 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A field's docstring (the string literal right below it) is its description: what
+    # docs/configuration.md says of the setting (scripts/config_reference.py writes it).
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)

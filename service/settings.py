@@ -41,41 +41,53 @@ class PollerSettings(Section):
     """Which streams are polled, and how often; every instance gets each enabled stream.
     How replicas share the instances: docs/replicas.md."""
 
-    # group: the replicas that share `group_id` split the instances between them (Kafka
-    # group assignment over topics.poller_assignments); none: this process polls every
-    # instance, and must be the only one that does.
     split: Literal["group", "none"] = "group"
+    """`group`: the replicas that share `group_id` split the instances between them (Kafka
+    group assignment over `topics.poller_assignments`); `none`: this process polls every
+    instance, and must be the only one that does."""
     group_id: str = "ccc-bridge-pollers"
-    session_timeout_ms: int = Field(10_000, ge=1000)  # a dead replica's instances move after this
+    """The pollers' consumer group."""
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    """A dead replica's instances move after this."""
     agent_states: bool = True
+    """ListAgentStates -> `agent.state.changed`."""
     agent_state_logs: bool = True
+    """ListAgentStateLogs -> `agent.state.logged`."""
     calls: bool = True
+    """ListCallDetailRecords -> `call.record`, `call.event`."""
     skill_groups: bool = True
+    """ListSkillGroupStates -> `skillgroup.state`."""
     agent_states_interval_s: float = Field(2.0, gt=0)
-    # How often agents missing from ListAgentStates are looked up in ListAgentEvents for a
-    # check-out: CCC lists only agents active in the last 4 hours, so absence alone proves
-    # no logout. A logout is published at most this (plus one poll) late.
+    """How often ListAgentStates is polled."""
     agent_logout_check_s: float = Field(30.0, gt=0)
-    # Each agent whose listing shows a change is read at most once per this: a transition is
-    # on Kafka within about this plus agent_states_interval_s and twice the settle time.
+    """How often agents missing from ListAgentStates are looked up in ListAgentEvents for a
+    check-out: CCC lists only agents active in the last 4 hours, so absence alone proves no
+    logout. A logout is published at most this (plus one poll) late."""
     agent_state_logs_interval_s: float = Field(20.0, gt=0)
-    agent_state_logs_settle_s: float = Field(2.0, ge=0)  # stay this far behind CCC's now
-    # With no checkpoint yet (a first start), read state logs from this far back.
+    """Each agent whose listing shows a change has its state log read at most once per this:
+    a transition is on Kafka within about this plus `agent_states_interval_s` and twice the
+    settle time."""
+    agent_state_logs_settle_s: float = Field(2.0, ge=0)
+    """Stay this far behind CCC's clock."""
     agent_state_logs_backfill_s: float = Field(0.0, ge=0)
-    # ListAgentEvents for every agent, this often: catches a login and logout between two
-    # listings, and what happened while no replica polled (then at once on start).
+    """With no checkpoint yet (a first start), read state logs from this far back."""
     agent_state_logs_net_s: float = Field(60.0, gt=0)
-    # RamIds per ListAgentEvents call. CCC documents no limit; the emulator takes thousands
-    # (docs/emulator.md). Larger batches, fewer calls.
+    """ListAgentEvents for every agent, this often: catches a login and logout between two
+    listings, and what happened while no replica polled (then at once on start)."""
     agent_events_batch: int = Field(100, ge=1)
-    # Per-agent and per-contact reads at once, per stream and instance.
+    """RamIds per ListAgentEvents call. CCC documents no limit; the emulator takes thousands
+    ([emulator](emulator.md)). Larger batches, fewer calls."""
     concurrency: int = Field(8, ge=1)
+    """Per-agent and per-contact reads at once, per stream and instance."""
     calls_interval_s: float = Field(10.0, gt=0)
-    # Call records become queryable after the call ends: re-read this far back. Longer than
-    # the longest call you expect, or its record is missed.
+    """How often the call look-back is scanned (ListCallDetailRecords)."""
     calls_lookback_s: float = Field(1800.0, gt=0)
+    """Call records become queryable after the call ends: re-read this far back. Longer than
+    the longest call you expect, or its record is missed."""
     skill_groups_interval_s: float = Field(10.0, gt=0)
-    directory_refresh_s: float = Field(60.0, gt=0)  # how often the agent list is re-read
+    """How often ListSkillGroupStates is polled."""
+    directory_refresh_s: float = Field(60.0, gt=0)
+    """How often the agent list (ListUsers) is re-read."""
 
     @classmethod
     def off(cls) -> PollerSettings:
@@ -91,30 +103,40 @@ class CommandSettings(Section):
     """The command workers: a consumer group over the three command topics."""
 
     enabled: bool = True
+    """This process consumes the command topics."""
     group_id: str = "ccc-bridge-commands"
-    concurrency: int = Field(16, ge=1)  # CCC calls at once, per process
-    # Commands read and not yet answered, per process: a command also waits on Kafka for its
-    # ledger entries and result, and meanwhile others' calls go on. Bounds memory.
+    """The command workers' consumer group."""
+    concurrency: int = Field(16, ge=1)
+    """CCC calls at once, per process."""
     max_in_flight: int = Field(256, ge=1)
-    # Commands without expires_at expire this long after their Kafka timestamp; None: never.
+    """Commands read and not yet answered, per process: a command also waits on Kafka for its
+    ledger entries and result, and meanwhile others' calls go on. Bounds memory."""
     default_expiry_s: float | None = Field(None, gt=0)
-    # Where a new consumer group starts: earliest also runs commands sent before the first start.
+    """Commands without `expires_at` expire this long after their Kafka timestamp; null:
+    never."""
     start_from: Literal["earliest", "latest"] = "earliest"
-    session_timeout_ms: int = Field(10_000, ge=1000)  # a dead worker's partitions move after this
+    """Where a new consumer group starts: `earliest` also runs commands sent before the first
+    start; or `latest`."""
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    """A dead worker's partitions move after this."""
     commit_interval_s: float = Field(0.2, gt=0)
-    # How long a fetch may wait for new commands. Kafka answers as soon as one arrives; the
-    # embedded broker waits the whole time, so this bounds a command's wait there.
+    """How often offsets are committed, up to the lowest command not yet answered."""
     fetch_max_wait_ms: int = Field(20, ge=0)
-    # Checks no CCC document sets (docs/emulator.md): digits a phone number may have, and
-    # characters an SMS template value may have (Alibaba SMS's default is 35, which Alibaba can
-    # lift for an account; null: not checked here, CCC or SMS will say).
+    """How long a fetch may wait for new commands. Kafka answers as soon as one arrives; the
+    embedded broker waits the whole time, so this bounds a command's wait there."""
+    # Checks no CCC document sets (docs/emulator.md).
     phone_min_digits: int = Field(3, ge=1)
+    """Fewest digits a phone number of a command may have (no CCC document sets one)."""
     phone_max_digits: int = Field(20, ge=1)
+    """Most digits a phone number of a command may have (no CCC document sets one)."""
     template_value_max_chars: int | None = Field(35, ge=1)
-    # The command ledger in memory is every entry within topics.ledger_retention_ms of the
-    # partitions a process owns; past this it logs ledger_over_budget and drops nothing
-    # (forgetting an id early would let its repeat run again): shorten the retention.
+    """Longest SMS template value: Alibaba SMS's default per variable, which Alibaba can lift
+    for an account; null: not checked here (CCC or SMS will say)."""
     ledger_warn_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    """The command ledger in memory is every entry within `topics.ledger_retention_ms` of
+    the partitions a process owns; past this many bytes it logs `ledger_over_budget` and
+    drops nothing (forgetting an id early would let its repeat run again): shorten the
+    retention."""
 
 
 # An API key is a bearer credential: short or guessable keys are refused at startup.
@@ -135,45 +157,56 @@ def _api_key(key: SecretStr) -> SecretStr:
 class HttpSettings(Section):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # an API key may be wrong
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
+    """Listen address."""
     port: int = Field(8080, ge=0, le=65535)
-    # None: one port serves everything (a laptop). Set: /livez, /readyz and /metrics listen
-    # there alone, and `port` serves /v1/commands and /openapi.json.
+    """`/v1/commands`, `/openapi.json`, and `/livez`, `/readyz`, `/metrics` unless
+    `http.admin_port` is set; 0: any free port."""
     admin_port: int | None = Field(None, ge=0, le=65535)
-    # Slow clients: a request's line and headers must arrive within header_timeout_s of
-    # connecting or of the previous answer (so idle keep-alive connections close after it
-    # too), and its body within body_timeout_s of its headers (408 otherwise).
+    """Set: `/livez`, `/readyz` and `/metrics` listen there alone, and `port` serves
+    `/v1/commands` and `/openapi.json`. null: one port serves everything (a laptop)."""
     header_timeout_s: float = Field(10.0, gt=0)
+    """A request's line and headers must arrive within this of connecting or of the previous
+    answer (so idle keep-alive connections close after it too)."""
     body_timeout_s: float = Field(30.0, gt=0)
-    # Open connections per port: past it a new one gets 503 and is closed at once.
+    """A request's body must arrive within this of its headers, else 408."""
     max_connections: int = Field(512, ge=1)
-    # How often Kafka is asked for /readyz, and CCC (GetInstance) when it is idle or away:
-    # while away, less often, up to every 30 s.
+    """Open connections per port: past it a new one gets 503 and is closed at once."""
     probe_interval_s: float = Field(5.0, gt=0)
+    """How often Kafka is asked for `/readyz`, and CCC (`GetInstance`) when it is idle or
+    away: while away, less often, doubling up to every 30 s."""
     probe_timeout_s: float = Field(3.0, gt=0)
-    ccc_fresh_s: float = Field(60.0, gt=0)  # CCC is asked when nothing else did within this
-    # Keys accepted by /v1/commands (`Authorization: Bearer <key>` or `X-API-Key`). None
-    # configured: the command endpoints answer 401 to everyone.
+    """How long one of those probes may take."""
+    ccc_fresh_s: float = Field(60.0, gt=0)
+    """CCC (`GetInstance`) is asked when nothing else did within this."""
     api_keys: list[Annotated[SecretStr, AfterValidator(_api_key)]] = Field(default_factory=list)
-    max_body_bytes: int = Field(256 * 1024, ge=1024)  # a larger command body gets 413
-    # How long POST /v1/commands waits for Kafka's acknowledgement before answering 503.
+    """Keys accepted by `/v1/commands` (`Authorization: Bearer <key>` or `X-API-Key`), a
+    JSON list, each at least 16 characters of visible ASCII. None configured: the command
+    endpoints answer 401 to everyone."""
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    """A larger command body gets 413."""
     produce_timeout_s: float = Field(5.0, gt=0)
-    # Command ids whose ledger state and result GET /v1/commands/{id} can tell, newest kept,
-    # and the memory they may take, the oldest going first: measured, about 0.65 KB an id
-    # whose result has no metadata, plus the metadata (up to 64 KiB).
+    """How long `POST /v1/commands` waits for Kafka's acknowledgement before answering 503."""
     status_entries: int = Field(100_000, ge=1)
+    """Command ids whose ledger state and result `GET /v1/commands/{id}` can tell, newest
+    kept."""
     status_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    """The memory those ids may take (64 MiB), the oldest going first: measured, about 0.65 KB
+    an id whose result has no metadata, plus the metadata (up to 64 KiB)."""
 
 
 class LifecycleSettings(Section):
-    # SIGTERM to exit: readiness turns 503, pollers finish their cycle, commands in flight
-    # finish and commit, producers flush. Past this the process exits 1 at once; keep the
-    # pod's terminationGracePeriodSeconds above it. A second signal exits at once too.
     shutdown_budget_s: float = Field(20.0, gt=0)
+    """SIGTERM to exit: readiness turns 503, pollers finish their cycle, commands in flight
+    finish and commit, producers flush. Past this the process exits 1 at once; keep the
+    pod's `terminationGracePeriodSeconds` above it. A second signal exits at once too."""
 
 
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, else JSON
+    """`debug`, `info`, `warning` or `error`; `--log-level` wins over it."""
+    format: Literal["auto", "json", "console"] = "auto"
+    """`auto` (console on a TTY, else JSON), `json` or `console`; `--log-format` wins over
+    it."""
 
 
 class Settings(BaseSettings):

@@ -23,12 +23,16 @@ from service.sections import Section
 
 class RetrySettings(Section):
     max_attempts: int = Field(4, ge=1, le=20)
+    """Attempts per CCC call, where a retry is safe."""
     backoff_initial_s: float = Field(0.1, gt=0)
+    """First backoff between attempts (full jitter, doubling)."""
     backoff_max_s: float = Field(5.0, gt=0)
-    # Off: no source says CCC did not act when it answers a 5xx (ServiceUnavailable
-    # included) and Alibaba's own SDK never retries a CCC call, so repeating a DialEx or an
-    # SMS after one may ring or text twice. Reads retry on a 5xx whatever this says.
+    """Longest backoff between attempts."""
     side_effects_on_server_errors: bool = False
+    """Also retry side effects (DialEx, StartBack2BackCall, SMS, surveys) on a 5xx,
+    `ServiceUnavailable` included. Off: no source says CCC did not act when it answers a 5xx
+    and Alibaba's own SDK never retries a CCC call, so a retry may ring or text twice. Reads
+    retry on a 5xx whatever this says."""
 
 
 # Calls that ring a phone or send an SMS go slower than reads. config/default.yaml says the
@@ -43,15 +47,17 @@ SIDE_EFFECT_RATES: dict[str, float | None] = {
 class RateLimitSettings(Section):
     """Client-side calls per second, so a burst never earns a throttle storm."""
 
-    # A guard against bursts, not the account's quota (total_per_s is that): at 5,000 agents
-    # ListAgentStateLogs needs about 70/s and ListCallEventDetailByContactId about 50/s.
     default_per_s: float | None = Field(100.0, gt=0)
-    # Every call of the process together, commands first (service/ccc/budget.py); None: no
-    # cap, though the pollers still slow down when CCC throttles.
+    """Calls per second per action, client side: a guard against bursts, not the account's
+    quota (`total_per_s` is that). At 5,000 agents ListAgentStateLogs needs about 70/s and
+    ListCallEventDetailByContactId about 50/s. null: no limit."""
     total_per_s: float | None = Field(None, gt=0)
-    # Merged into the defaults like every other layer, so a limit is lifted with null, not
-    # by leaving the action out.
+    """Every CCC call of the process together, per second, on top of the per-action limits:
+    commands first, then the pollers by stream ([call budget](client.md#the-call-budget)).
+    null: no cap, though the pollers still slow down when CCC throttles."""
     per_action: dict[str, float | None] = Field(default_factory=lambda: dict(SIDE_EFFECT_RATES))
+    """Per-action limits (a JSON object), merged into these defaults like every other layer:
+    an action's limit is lifted with null, not by leaving the action out."""
 
     @classmethod
     def off(cls) -> RateLimitSettings:
@@ -87,29 +93,55 @@ NEEDED: dict[str, tuple[str, ...]] = {
 
 
 class CccSettings(Section):
-    endpoint: HttpUrl | None = None  # explicit URL; else https://ccc.<region>.aliyuncs.com
+    endpoint: HttpUrl | None = None
+    """Explicit API URL; null: `https://ccc.<region>.aliyuncs.com`."""
     region: str = "cn-shanghai"
+    """The CCC region."""
     auth: CccAuth = "access_key"
+    """How CCC calls are signed: `access_key`, `sts` (a static token: it cannot be
+    refreshed), `ram_role_arn`, `oidc_role_arn` (RRSA on ACK), `ecs_ram_role`, `default`
+    (Alibaba's chain: `ALIBABA_CLOUD_*` variables, profiles, OIDC, ECS) or `bearer`. The
+    refreshable ones are renewed ahead of expiry ([credentials](deploy.md#credentials))."""
     access_key_id: str | None = None
+    """Access key id (`access_key`, `sts`, `ram_role_arn`)."""
     access_key_secret: SecretStr | None = None
+    """Access key secret (`access_key`, `sts`, `ram_role_arn`)."""
     security_token: SecretStr | None = None
+    """STS token (`sts`; with `ram_role_arn`, the key that assumes the role is an STS one)."""
     bearer_token: SecretStr | None = None
+    """Bearer token (`bearer`)."""
     role_arn: str | None = Field(None, pattern=r"^acs:ram::\d+:role/\S+$")
+    """The RAM role to assume, `acs:ram::<account>:role/<name>` (`ram_role_arn`,
+    `oidc_role_arn`)."""
     role_session_name: str = Field("ccc-bridge", pattern=r"^[\w.@-]{2,64}$")
-    # Alibaba's range: at least 900 s, at most the role's maximum session (1 to 12 hours).
+    """The role session's name, as ActionTrail shows it."""
     role_session_duration_s: int = Field(3600, ge=900, le=43200)
+    """Lifetime of the role's keys. Alibaba's range: at least 900 s, at most the role's
+    maximum session (1 to 12 hours)."""
     oidc_provider_arn: str | None = Field(None, pattern=r"^acs:ram::\d+:oidc-provider/\S+$")
-    oidc_token_file: Path | None = None  # RRSA: the projected service-account token
-    role_name: str | None = None  # ecs_ram_role
-    # Host or URL of STS; unset: the library's (sts.aliyuncs.com, or by ALIBABA_CLOUD_STS_REGION).
+    """The cluster's OIDC provider, `acs:ram::<account>:oidc-provider/<name>`
+    (`oidc_role_arn`)."""
+    oidc_token_file: Path | None = None
+    """RRSA: the projected service-account token, read again on every refresh
+    (`oidc_role_arn`)."""
+    role_name: str | None = None
+    """The ECS instance's RAM role (`ecs_ram_role`); null: asked of the metadata service."""
     sts_endpoint: str | None = None
-    # How long the service goes on without a valid credential, retrying, before it exits.
+    """STS host or URL (`sts-vpc.cn-shanghai.aliyuncs.com`, the emulator's URL); null: the
+    library's (`sts.aliyuncs.com`, or by `ALIBABA_CLOUD_STS_REGION`)."""
     credentials_retry_s: float = Field(300.0, gt=0)
+    """A failing credential refresh is retried with backoff; once the service has gone this
+    long without a valid credential, it exits 1."""
     instances: list[str] = Field(default_factory=list)
+    """CCC instance ids to serve (a JSON list in the environment)."""
     connect_timeout_s: float = Field(3.0, gt=0)
+    """Connecting to CCC."""
     read_timeout_s: float = Field(10.0, gt=0)
+    """One CCC answer."""
     max_connections: int = Field(64, ge=1)
-    page_concurrency: int = Field(4, ge=1)  # pages of one list asked for at once
+    """HTTP connections to CCC."""
+    page_concurrency: int = Field(4, ge=1)
+    """Pages of one list action asked for at once."""
     retry: RetrySettings = Field(default_factory=RetrySettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 

@@ -28,19 +28,27 @@ class WebhookEndpoint(Section):
     # Errors leave the input out, so a rejected secret is not printed. Pydantic reads this
     # from the model validated first; under Settings, the CLI prints fields and messages only.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
-    # In the consumer group id, metric labels and dead letters: a plain, short word.
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    """In the consumer group id, metric labels and dead letters: a plain, short word
+    (letters, digits, `_`, `.`, `-`)."""
     url: HttpUrl
-    # "*", exact types, or prefixes ending in ".*" such as "com.aliyun.ccc.call.*".
+    """Where events are POSTed ([allowed hosts](webhooks.md#where-endpoints-may-point))."""
     event_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-    secret: SecretStr  # whsec_ + base64 of 24 to 64 random bytes
-    timeout_s: float = Field(10.0, gt=0)  # one attempt, connecting included
-    max_attempts: int = Field(6, ge=1, le=50)  # then the event goes to the webhook DLQ
-    backoff_initial_s: float = Field(0.5, gt=0)  # full jitter, doubling per attempt
-    backoff_max_s: float = Field(30.0, gt=0)  # also caps how long a Retry-After is honoured
-    concurrency: int = Field(16, ge=1)  # requests at once
-    # Events read and not yet delivered or dead-lettered: bounds memory while it is down.
+    """`*`, exact types, or prefixes ending in `.*` such as `com.aliyun.ccc.call.*`."""
+    secret: SecretStr
+    """`whsec_` + base64 of 24 to 64 random bytes: signs each delivery."""
+    timeout_s: float = Field(10.0, gt=0)
+    """One attempt, connecting included."""
+    max_attempts: int = Field(6, ge=1, le=50)
+    """Then the event goes to the webhook DLQ."""
+    backoff_initial_s: float = Field(0.5, gt=0)
+    """First backoff: full jitter, doubling per attempt."""
+    backoff_max_s: float = Field(30.0, gt=0)
+    """Longest backoff; also caps how long a `Retry-After` is honoured."""
+    concurrency: int = Field(16, ge=1)
+    """Requests at once to this endpoint."""
     max_in_flight: int = Field(256, ge=1)
+    """Events read and not yet delivered or dead-lettered: bounds memory while it is down."""
 
     @field_validator("event_types")
     @classmethod
@@ -62,20 +70,24 @@ class WebhookSettings(Section):
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # as WebhookEndpoint
     endpoints: list[WebhookEndpoint] = Field(default_factory=list)
-    group_prefix: str = "ccc-bridge-webhook-"  # an endpoint's group: the prefix + its name
-    # Where an endpoint's new group starts: latest sends what is published from its first
-    # start on; earliest also the retained history (up to topics.retention_ms of it).
+    """The endpoints, a JSON list of `{name, url, event_types, secret, ...}` (each field
+    below; [webhooks](webhooks.md)); holds secrets."""
+    group_prefix: str = "ccc-bridge-webhook-"
+    """An endpoint's consumer group: the prefix + its name."""
     start_from: Literal["earliest", "latest"] = "latest"
-    # Kafka answers a fetch as soon as events arrive; the embedded broker waits this long.
+    """Where an endpoint's new group starts: `latest` sends what is published from its first
+    start on; `earliest` also the retained history (up to `topics.retention_ms` of it)."""
     fetch_max_wait_ms: int = Field(100, ge=0)
-    commit_interval_s: float = Field(1.0, gt=0)  # also how often the lag metric is measured
-    # A dead replica's partitions move to the others after this.
+    """Kafka answers a fetch as soon as events arrive; the embedded broker waits this long."""
+    commit_interval_s: float = Field(1.0, gt=0)
+    """Also how often the lag metric is measured."""
     session_timeout_ms: int = Field(10_000, ge=1000)
-    # Hosts, addresses or CIDR networks endpoints may reach although they are loopback,
-    # link-local or a metadata service (refused otherwise: service/webhooks/hosts.py).
+    """A dead replica's partitions move to the others after this."""
     allow_internal_hosts: list[Annotated[str, AfterValidator(allow_entry)]] = Field(
         default_factory=list
     )
+    """Hosts, addresses or CIDR networks endpoints may reach although they are loopback,
+    link-local or a metadata service (refused otherwise: service/webhooks/hosts.py)."""
 
     @property
     def host_policy(self) -> HostPolicy:
