@@ -21,6 +21,7 @@ import yaml
 from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 from pydantic import BaseModel, SecretStr
 
+from scripts import chart_schema
 from service.settings import HttpSettings, Settings, load_settings
 from tests.deploy import PYPROJECT
 from tests.deploy.chart import CHART, KUBERNETES_VERSION, RELEASE, Manifest, only, render
@@ -386,6 +387,25 @@ def test_schema_is_draft_7_so_helm_3_reads_it_too() -> None:
     Draft7Validator.check_schema(SCHEMA)
 
 
+def test_schema_config_and_secrets_are_generated_from_the_settings() -> None:
+    assert chart_schema.generate(SCHEMA) == SCHEMA, "run python -m scripts.chart_schema"
+
+
+def test_helm_accepts_every_setting_at_its_default() -> None:
+    """The generated schema is no stricter than the service: each default passes it."""
+    defaults = Settings().model_dump(mode="json")
+    config = {
+        section: {
+            field: value
+            for field, value in fields.items()
+            if (section, field) not in SECRET_SETTINGS
+        }
+        for section, fields in defaults.items()
+    }
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(chart.merge_values({"config": config, "secrets": SECRETS}))
+
+
 @pytest.mark.parametrize(
     ("values", "where"),
     [
@@ -403,6 +423,18 @@ def test_schema_is_draft_7_so_helm_3_reads_it_too() -> None:
         ({"secrets": {"http": {"api_keys": ["sixteen chars ok"]}}}, "/secrets/http/api_keys/0"),
         ({"config": {"ccc": {"auth": "ram_role"}}}, "/config/ccc/auth"),
         ({"rrsa": {"enabled": True, "oidcProviderArn": OIDC_PROVIDER_ARN}}, "/rrsa/roleArn"),
+        ({"config": {"kafka": {"bootstrap_server": "kafka:9092"}}}, "/config/kafka"),
+        ({"config": {"pollers": {"calls_interval_s": "10s"}}}, "/config/pollers/calls_interval_s"),
+        ({"config": {"log": {"level": "loud"}}}, "/config/log/level"),
+        ({"config": {"ccc": {"retry": {"max_attempt": 3}}}}, "/config/ccc/retry"),
+        (
+            {
+                "secrets": {
+                    "webhooks": {"endpoints": [{"name": "crm", "url": "https://crm.example"}]}
+                }
+            },
+            "/secrets/webhooks/endpoints/0",
+        ),
     ],
     ids=[
         "replicaCount",
@@ -416,6 +448,11 @@ def test_schema_is_draft_7_so_helm_3_reads_it_too() -> None:
         "api-key-with-space",
         "unknown-auth",
         "rrsa-without-role",
+        "misspelt-setting",
+        "mistyped-setting",
+        "unknown-choice",
+        "misspelt-nested-setting",
+        "endpoint-without-secret",
     ],
 )
 def test_helm_refuses_values_the_schema_forbids(values: dict[str, Any], where: str) -> None:
