@@ -50,7 +50,12 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     dial = _kind(kinds, "dial", "an outbound call (DialEx) or a back-to-back call")
-    dial.add_argument("--mode", choices=["dial_ex", "back_to_back"], default="dial_ex")
+    dial.add_argument(
+        "--mode",
+        choices=["dial_ex", "back_to_back"],
+        default="dial_ex",
+        help="dial_ex (DialEx, default) or back_to_back (StartBack2BackCall)",
+    )
     dial.add_argument("--caller", required=True, help="the calling number")
     dial.add_argument("--callee", required=True, help="the number called")
     dial.add_argument("--answer-mode", choices=["ivr", "agent", "skill_group"], help="dial_ex")
@@ -59,12 +64,21 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     dial.add_argument("--call-center-number", help="back_to_back: the instance's number to use")
     sms = _kind(kinds, "sms", "a predefined SMS (SendPredefinedShortMessage)")
     sms.add_argument("--config-id", type=int, required=True, help="the SMS config id")
-    sms.add_argument("--phone", action="append", default=[], dest="phone_numbers")
     sms.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE", dest="template_params"
+        "--phone", action="append", default=[], dest="phone_numbers", help="a number; repeat it"
+    )
+    sms.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        dest="template_params",
+        help="a template parameter; repeat it",
     )
     appraise = _kind(kinds, "appraise", "a satisfaction survey (voice or SMS)")
-    appraise.add_argument("--channel", choices=["voice", "sms"], default="voice")
+    appraise.add_argument(
+        "--channel", choices=["voice", "sms"], default="voice", help="default: voice"
+    )
     appraise.add_argument("--contact-id", required=True, help="the call to survey")
     appraise.add_argument("--contact-type", choices=["inbound", "outbound"], help="sms channel")
     appraise.add_argument("--phone", action="append", dest="phone_numbers", help="sms channel")
@@ -78,7 +92,13 @@ def _kind(
     parser.add_argument("--instance", required=True, dest="instance_id", help="CCC instance id")
     parser.add_argument("--command-id", help="the idempotency key (default: a new uuid)")
     parser.add_argument("--expires-in", type=float, metavar="SECONDS", help="expire after this")
-    parser.add_argument("--metadata", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="returned in the result as it was; repeat it",
+    )
     parser.add_argument("--wait", action="store_true", help="print the result when it comes")
     parser.add_argument("--timeout", type=float, default=30.0, help="--wait at most this, s")
     add_config_argument(parser)
