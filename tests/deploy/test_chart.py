@@ -90,7 +90,30 @@ WITH_SECRETS = {"secrets": SECRETS}
 ROLE_ARN = "acs:ram::1234567890123456:role/ccc-bridge"
 OIDC_PROVIDER_ARN = "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c0123456789"
 RRSA = {"rrsa": {"enabled": True, "roleArn": ROLE_ARN, "oidcProviderArn": OIDC_PROVIDER_ARN}}
-VALUES = {"default": {}, "custom": CUSTOM, "secrets": WITH_SECRETS, "rrsa": RRSA}
+# Every optional part on, the defaults of the others changed.
+PLATFORM: dict[str, Any] = {
+    "image": {"digest": "sha256:" + "0" * 64},
+    "strategy": {"type": "Recreate"},
+    "priorityClassName": "business-critical",
+    "extraEnv": [{"name": "TZ", "value": "Asia/Shanghai"}],
+    "service": {"annotations": {"service.beta.kubernetes.io/alibaba-cloud-loadbalancer": "x"}},
+    "podAntiAffinity": {"type": "hard", "topologyKey": "topology.kubernetes.io/zone"},
+    "networkPolicy": {
+        "enabled": True,
+        "ingress": {"adminFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]},
+        "egress": {"kafkaTo": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]},
+    },
+    "serviceMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+    "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "CCC"}},
+}
+VALUES = {
+    "default": {},
+    "custom": CUSTOM,
+    "secrets": WITH_SECRETS,
+    "rrsa": RRSA,
+    "platform": PLATFORM,
+}
 every_values = pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
 
 SECRET_SETTINGS = [
@@ -126,11 +149,12 @@ def test_helm_lint_is_clean(values: dict[str, Any]) -> None:
         (CUSTOM, {"HorizontalPodAutoscaler", "ServiceMonitor"}),
         (WITH_SECRETS, {"Secret"}),
         (RRSA, set()),
+        (PLATFORM, {"NetworkPolicy", "ServiceMonitor", "PrometheusRule"}),
     ],
     ids=VALUES.keys(),
 )
 def test_what_is_rendered(values: dict[str, Any], optional: set[str]) -> None:
-    always = {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"}
+    always = {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount", "Pod"}
     assert {m["kind"] for m in render(values)} == always | optional
 
 
@@ -143,9 +167,10 @@ def test_every_manifest_is_valid_kubernetes(values: dict[str, Any]) -> None:
             kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
             unknown.add(manifest["kind"])
-    # A Prometheus Operator CRD has no schema among Kubernetes' own: the ServiceMonitor is
-    # checked against the Service it scrapes instead. Nothing else may go unchecked.
-    assert unknown == {m["kind"] for m in manifests} & {"ServiceMonitor"}
+    # Prometheus Operator CRDs have no schema among Kubernetes' own: the ServiceMonitor is
+    # checked against the Service it scrapes instead, the PrometheusRule's rules by promtool
+    # (test_monitoring.py). Nothing else may go unchecked.
+    assert unknown == {m["kind"] for m in manifests} & {"ServiceMonitor", "PrometheusRule"}
 
 
 def test_validation_is_strict() -> None:
@@ -166,6 +191,7 @@ def test_service_monitor_scrapes_metrics_from_the_service() -> None:
     )
     service_ports = {port["name"] for port in service["spec"]["ports"]}
     assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("admin", "/metrics")]
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True  # our `endpoint` label
     assert "admin" in service_ports
 
 
@@ -190,12 +216,19 @@ def test_every_manifest_has_the_standard_labels(values: dict[str, Any]) -> None:
         "app.kubernetes.io/managed-by": "Helm",
     }
     for manifest in render(values):
-        assert standard.items() <= manifest["metadata"]["labels"].items(), manifest["kind"]
+        # The test pod is named apart, so that no selector of the release picks it.
+        labels = manifest["metadata"]["labels"] | (
+            {"app.kubernetes.io/name": "ccc-bridge"} if manifest["kind"] == "Pod" else {}
+        )
+        assert standard.items() <= labels.items(), manifest["kind"]
 
 
 def settings_variables(manifests: list[Manifest]) -> dict[str, str]:
     """What the service reads: the ConfigMap's env vars and the Secret's files, by name."""
-    found = dict(only(manifests, "ConfigMap")["data"])
+    (config_map,) = (
+        m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"] == RELEASE
+    )
+    found = dict(config_map["data"])
     for secret in (m for m in manifests if m["kind"] == "Secret"):
         found |= secret["stringData"]
     return found
@@ -586,3 +619,94 @@ def test_the_autoscaler_owns_the_replica_count() -> None:
 def test_chart_deploys_this_release_by_default() -> None:
     assert PYPROJECT["project"]["version"] == APP_VERSION
     assert container(render())["image"] == f"{DEFAULTS['image']['repository']}:{APP_VERSION}"
+
+
+def test_custom_image_digest_overrides_the_tag() -> None:
+    image = container(render({"image": {"tag": "1.2.3"} | PLATFORM["image"]}))["image"]
+    assert image == f"{DEFAULTS['image']['repository']}@{PLATFORM['image']['digest']}"
+
+
+@pytest.mark.parametrize("digest", ["0" * 64, "sha256:abc", "latest"])
+def test_a_malformed_digest_is_refused(digest: str) -> None:
+    with (
+        helm.Chart.load(CHART) as chart,
+        pytest.raises(helm.HelmValuesError, match="/image/digest"),
+    ):
+        chart.validate_schema(chart.merge_values({"image": {"digest": digest}}))
+
+
+def test_replicas_prefer_different_nodes_by_default() -> None:
+    manifests = render()
+    anti = pod_spec(manifests)["affinity"]["podAntiAffinity"]
+    (preferred,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    term = preferred["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    pod_labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert term["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert anti.keys() == {"preferredDuringSchedulingIgnoredDuringExecution"}
+
+
+@pytest.mark.parametrize(
+    ("values", "affinity"),
+    [
+        (
+            {"podAntiAffinity": {"type": "hard", "topologyKey": "topology.kubernetes.io/zone"}},
+            {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "labelSelector": {
+                                "matchLabels": {
+                                    "app.kubernetes.io/name": "ccc-bridge",
+                                    "app.kubernetes.io/instance": RELEASE,
+                                }
+                            },
+                            "topologyKey": "topology.kubernetes.io/zone",
+                        }
+                    ]
+                }
+            },
+        ),
+        ({"podAntiAffinity": {"type": "none"}}, None),
+        ({"affinity": {"podAntiAffinity": {}}}, {"podAntiAffinity": {}}),
+    ],
+    ids=["hard", "none", "own"],
+)
+def test_the_spread_can_be_required_dropped_or_replaced(
+    values: dict[str, Any], affinity: dict[str, Any] | None
+) -> None:
+    assert pod_spec(render(values)).get("affinity") == affinity
+
+
+def test_other_affinity_keeps_the_spread() -> None:
+    node = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}
+    affinity = pod_spec(render({"affinity": {"nodeAffinity": node}}))["affinity"]
+    assert affinity["nodeAffinity"] == node
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in affinity["podAntiAffinity"]
+
+
+@pytest.mark.parametrize(
+    ("values", "strategy"),
+    [
+        ({}, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),
+        (PLATFORM, {"type": "Recreate"}),
+    ],
+    ids=["default", "recreate"],
+)
+def test_rollout_strategy(values: dict[str, Any], strategy: dict[str, Any]) -> None:
+    assert only(render(values), "Deployment")["spec"]["strategy"] == strategy
+
+
+def test_optional_pod_and_service_settings_are_off_by_default() -> None:
+    manifests = render()
+    assert "priorityClassName" not in pod_spec(manifests)
+    assert [v["name"] for v in container(manifests)["env"]] == ["CCC_BRIDGE_SECRETS_DIR"]
+    assert "annotations" not in only(manifests, "Service")["metadata"]
+
+
+def test_optional_pod_and_service_settings_reach_their_place() -> None:
+    manifests = render(PLATFORM)
+    assert pod_spec(manifests)["priorityClassName"] == PLATFORM["priorityClassName"]
+    assert container(manifests)["env"][1:] == PLATFORM["extraEnv"]
+    annotations = only(manifests, "Service")["metadata"]["annotations"]
+    assert annotations == PLATFORM["service"]["annotations"]

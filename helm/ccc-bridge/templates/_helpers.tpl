@@ -66,3 +66,42 @@ everything else as JSON, which also keeps large numbers out of Go's 6.048e+08 no
 {{- include "ccc-bridge.fullname" . }}
 {{- end }}
 {{- end }}
+
+{{/* The image by digest when one is given, else by tag (the chart's appVersion by default). */}}
+{{- define "ccc-bridge.image" -}}
+{{- with .Values.image }}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (.tag | default $.Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* `affinity`, with the podAntiAffinity of `podAntiAffinity.type` unless it has its own. */}}
+{{- define "ccc-bridge.affinity" -}}
+{{- $affinity := deepCopy .Values.affinity }}
+{{- with .Values.podAntiAffinity }}
+{{- if and (ne .type "none") (not (hasKey $affinity "podAntiAffinity")) }}
+{{- $term := dict
+  "labelSelector" (dict "matchLabels" (include "ccc-bridge.selectorLabels" $ | fromYaml))
+  "topologyKey" .topologyKey }}
+{{- if eq .type "soft" }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+{{- else }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with $affinity }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The `helm test` pod's labels: the standard ones, but a name of its own, so that no
+selector of the release (the Deployment's, the Service's) takes it for one of its pods. */}}
+{{- define "ccc-bridge.testLabels" -}}
+{{- $labels := include "ccc-bridge.labels" . | fromYaml }}
+{{- $_ := set $labels "app.kubernetes.io/name" (printf "%s-test" (include "ccc-bridge.name" . | trunc 58)) }}
+{{- toYaml $labels }}
+{{- end }}
