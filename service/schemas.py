@@ -2,18 +2,25 @@
 publishes, and one AsyncAPI 3.0 document of its topics. Generated from the pydantic models,
 so the published contract cannot drift from the code. Messages are a table (`MESSAGES`):
 a new message kind is a row, not new code.
+
+AsyncAPI 3.0 names draft-07, not 2020-12, among the JSON Schema versions tools must read, and
+its own Schema Object is a draft-07 superset: the document's payloads are written in that
+format (`AsyncApiSchema`) and say so, while the standalone files stay draft 2020-12.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from service.cloudevents import CONTENT_TYPE, CloudEvent, EventData, dataschema
 from service.commands.dead_letters import DEAD_LETTER, DeadLetter
@@ -35,6 +42,8 @@ from service.version import service_version
 from service.webhooks.core import WEBHOOK_DEAD_LETTER, WebhookDeadLetter
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+ASYNCAPI_VERSION = "3.0.0"
+ASYNCAPI_SCHEMA_FORMAT = f"application/vnd.aai.asyncapi+json;version={ASYNCAPI_VERSION}"
 KAFKA_BINDING_VERSION = "0.5.0"
 LOCAL_REF = "#/$defs/{model}"
 COMPONENT_REF = "#/components/schemas/{model}"
@@ -50,8 +59,13 @@ class Message:
     topic: str  # a TopicSettings field
     key: str  # how the Kafka key is made
     action: Literal["send", "receive"]  # what the bridge does with it
-    summary: str
+    summary: str  # one line of plain text
+    description: str  # CommonMark
     cloud_event: bool = True  # False: plain JSON
+    # Where the command id is (a JSON pointer into the payload), and what the bridge answers a
+    # received message with: AsyncAPI's correlation id and reply.
+    correlation: str | None = None
+    reply: Message | None = None
 
 
 def _camel(snake: str) -> str:
@@ -59,7 +73,20 @@ def _camel(snake: str) -> str:
     return head + "".join(word.title() for word in rest)
 
 
-def _event(data_type: type[EventData], key: str | None = None) -> Message:
+def _prose(model: type[BaseModel]) -> str:
+    """The model's docstring on one line (a message's description); its name when run with
+    -OO, which strips docstrings."""
+    return " ".join((model.__doc__ or model.__name__).split())
+
+
+def _lead(model: type[BaseModel]) -> str:
+    """The docstring's first clause without code spans: summaries are plain text."""
+    return re.split(r"[.:](?:\s|$)", _prose(model), maxsplit=1)[0].replace("`", "")
+
+
+def _event(
+    data_type: type[EventData], key: str | None = None, correlation: str | None = None
+) -> Message:
     return Message(
         name=data_type.event_type,
         schema_id=dataschema(data_type),
@@ -67,13 +94,19 @@ def _event(data_type: type[EventData], key: str | None = None) -> Message:
         topic=data_type.topic,
         key=key or f"{{instanceId}}:{{{_camel(data_type.subject_field)}}}",
         action="send",
-        summary=(data_type.__doc__ or data_type.event_type).split("\n\n")[0].replace("\n", " "),
+        summary=f"{_lead(data_type)}.",
+        description=_prose(data_type),
+        correlation=correlation,
     )
+
+
+COMMAND_RESULT = _event(CommandResult, key="{commandId}", correlation="/data/command_id")
 
 
 def _command(kind: CommandKind, model: Any) -> Message:
     name = COMMAND_TYPE.format(kind=kind)
-    kinds = " or ".join(m.__name__ for m in COMMAND_MODELS[kind])
+    first, *others = (_lead(variant) for variant in COMMAND_MODELS[kind])
+    variants = " ".join(_prose(variant) for variant in COMMAND_MODELS[kind])
     return Message(
         name=name,
         schema_id=f"urn:ccc-bridge:schema:{name}:v1",
@@ -81,9 +114,11 @@ def _command(kind: CommandKind, model: Any) -> Message:
         topic=COMMAND_TOPICS[kind],
         key="{commandId}",
         action="receive",
-        summary=f"A {kind} command ({kinds}): plain JSON, or the data of a CloudEvent of "
-        f"type {name}.",
+        summary=", or ".join([first, *(lead[0].lower() + lead[1:] for lead in others)]) + ".",
+        description=f"Plain JSON, or the `data` of a CloudEvent of type {name}. {variants}",
         cloud_event=False,
+        correlation="/command_id",
+        reply=COMMAND_RESULT,
     )
 
 
@@ -95,14 +130,15 @@ def _dead_letter(name: str, model: type[BaseModel], topic: str, key: str) -> Mes
         topic=topic,
         key=key,
         action="send",
-        summary=(model.__doc__ or "").replace("\n", " "),
+        summary=f"{_lead(model)}.",
+        description=_prose(model),
         cloud_event=False,
     )
 
 
 MESSAGES: tuple[Message, ...] = (
     *(_event(data_type) for data_type in EVENT_TYPES),
-    _event(CommandResult, key="{commandId}"),
+    COMMAND_RESULT,
     _command("dial", Dial),
     _command("sms", Sms),
     _command("appraise", Appraise),
@@ -111,18 +147,45 @@ MESSAGES: tuple[Message, ...] = (
 )
 
 
+class AsyncApiSchema(GenerateJsonSchema):
+    """AsyncAPI 3.0's Schema Object: draft-07, whose `discriminator` is the property's name
+    (pydantic writes OpenAPI's object) and which has no `prefixItems` (tuples)."""
+
+    def tagged_union_schema(self, schema: core_schema.TaggedUnionSchema) -> JsonSchemaValue:
+        generated = super().tagged_union_schema(schema)
+        if "discriminator" in generated:
+            generated["discriminator"] = generated["discriminator"]["propertyName"]
+        return generated
+
+    def tuple_schema(self, schema: core_schema.TupleSchema) -> JsonSchemaValue:
+        generated = super().tuple_schema(schema)
+        if "prefixItems" in generated:
+            rest = generated.pop("items", None)
+            generated["items"] = generated.pop("prefixItems")
+            if rest is not None:
+                generated["additionalItems"] = rest
+        return generated
+
+
 def json_schema(message: Message) -> dict[str, Any]:
     """The message's standalone JSON Schema document."""
-    return {"$schema": JSON_SCHEMA_DIALECT, "$id": message.schema_id, **_schema(message, LOCAL_REF)}
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": message.schema_id,
+        **_schema(message, LOCAL_REF, GenerateJsonSchema),
+    }
 
 
-def _schema(message: Message, ref_template: str) -> dict[str, Any]:
+def _schema(
+    message: Message, ref_template: str, generator: type[GenerateJsonSchema]
+) -> dict[str, Any]:
     """The envelope's schema with `type` and `dataschema` pinned to this message."""
-    schema = TypeAdapter(message.model).json_schema(ref_template=ref_template)
+    adapter = TypeAdapter(message.model)
+    schema = adapter.json_schema(ref_template=ref_template, schema_generator=generator)
     if message.cloud_event:
         schema["properties"]["type"]["const"] = message.name
         schema["properties"]["dataschema"]["const"] = message.schema_id
-    return {**schema, "title": message.name, "description": message.summary}
+    return {**schema, "title": message.name, "description": message.description}
 
 
 def asyncapi(settings: Settings, messages: Iterable[Message] = MESSAGES) -> dict[str, Any]:
@@ -136,15 +199,13 @@ def asyncapi(settings: Settings, messages: Iterable[Message] = MESSAGES) -> dict
         operation = operations.setdefault(
             f"{message.action}_{message.topic}", _operation(settings, message)
         )
-        operation["messages"].append(
-            {"$ref": f"#/channels/{message.topic}/messages/{message.name}"}
-        )
-        schema = _schema(message, COMPONENT_REF)
+        operation["messages"].append(_message_ref(message))
+        schema = _schema(message, COMPONENT_REF, AsyncApiSchema)
         _merge_definitions(components["schemas"], schema.pop("$defs", {}))
         components["schemas"][message.name] = schema
         components["messages"][message.name] = _message(message)
     return {
-        "asyncapi": "3.0.0",
+        "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "ccc-bridge",
             "version": service_version(),
@@ -184,12 +245,24 @@ def _channel(settings: Settings, topic: str) -> dict[str, Any]:
 
 def _operation(settings: Settings, message: Message) -> dict[str, Any]:
     verb = "publishes to" if message.action == "send" else "consumes"
-    return {
+    summary = f"ccc-bridge {verb} {settings.topics.name(message.topic)}"
+    operation: dict[str, Any] = {
         "action": message.action,
         "channel": {"$ref": f"#/channels/{message.topic}"},
-        "summary": f"ccc-bridge {verb} {settings.topics.name(message.topic)}",
         "messages": [],
     }
+    if message.reply is not None:
+        answers = settings.topics.name(message.reply.topic)
+        summary = f"{summary} and answers each on {answers}"
+        operation["reply"] = {
+            "channel": {"$ref": f"#/channels/{message.reply.topic}"},
+            "messages": [_message_ref(message.reply)],
+        }
+    return {**operation, "summary": f"{summary}."}
+
+
+def _message_ref(message: Message) -> dict[str, str]:
+    return {"$ref": f"#/channels/{message.topic}/messages/{message.name}"}
 
 
 def _message(message: Message) -> dict[str, Any]:
@@ -202,15 +275,27 @@ def _message(message: Message) -> dict[str, Any]:
         "name": message.name,
         "title": message.name,
         "summary": message.summary,
+        "description": message.description,
         "contentType": CONTENT_TYPE if message.cloud_event else "application/json",
         **({"headers": headers} if message.cloud_event else {}),
-        "payload": {"$ref": f"#/components/schemas/{message.name}"},
+        **({"correlationId": _correlation(message.correlation)} if message.correlation else {}),
+        "payload": {
+            "schemaFormat": ASYNCAPI_SCHEMA_FORMAT,
+            "schema": {"$ref": f"#/components/schemas/{message.name}"},
+        },
         "bindings": {
             "kafka": {
                 "key": {"type": "string", "description": message.key},
                 "bindingVersion": KAFKA_BINDING_VERSION,
             }
         },
+    }
+
+
+def _correlation(pointer: str) -> dict[str, str]:
+    return {
+        "description": "The command's command_id: its result carries the same.",
+        "location": f"$message.payload#{pointer}",
     }
 
 

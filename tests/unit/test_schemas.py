@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,21 @@ from typing import Any
 import pytest
 
 # jsonschema ships no type information (types-jsonschema is not a dependency).
-from jsonschema import Draft202012Validator, ValidationError  # type: ignore[import-untyped]
+from jsonschema import (  # type: ignore[import-untyped]
+    Draft7Validator,
+    Draft202012Validator,
+    ValidationError,
+)
+from pydantic import TypeAdapter
+from pydantic_core import core_schema
 
+from service.ccc.catalog import load_catalog
 from service.cli import build_parser
 from service.cloudevents import CONTENT_TYPE, dataschema
 from service.events.models import EVENT_TYPES
 from service.kafka.settings import KafkaSettings, TopicSettings
 from service.kafka.topics import COMMAND_TOPICS, EVENT_TOPICS, OUTPUT_TOPICS
-from service.schemas import MESSAGES, write_schemas
+from service.schemas import ASYNCAPI_SCHEMA_FORMAT, MESSAGES, AsyncApiSchema, write_schemas
 from service.settings import Settings
 from tests import samples
 
@@ -166,19 +174,18 @@ def test_command_writes_into_the_given_directory(tmp_path: Path) -> None:
     assert len(list((tmp_path / "new").glob("*.json"))) == len(MESSAGES) + 2  # + AsyncAPI, OpenAPI
 
 
-def refs(node: Any) -> Iterator[str]:
+def objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in the document, nested ones too."""
     if isinstance(node, dict):
-        if isinstance(node.get("$ref"), str):
-            yield node["$ref"]
-        for value in node.values():
-            yield from refs(value)
-    elif isinstance(node, list):
+        yield node
+        node = list(node.values())
+    if isinstance(node, list):
         for value in node:
-            yield from refs(value)
+            yield from objects(value)
 
 
 def test_asyncapi_references_all_resolve_inside_the_document(asyncapi: dict[str, Any]) -> None:
-    found = list(refs(asyncapi))
+    found = [o["$ref"] for o in objects(asyncapi) if isinstance(o.get("$ref"), str)]
     assert found
     for ref in found:
         assert ref.startswith("#/"), ref
@@ -188,9 +195,101 @@ def test_asyncapi_references_all_resolve_inside_the_document(asyncapi: dict[str,
         assert isinstance(node, dict), ref
 
 
-def test_asyncapi_payload_validates_a_real_event(asyncapi: dict[str, Any]) -> None:
-    """The component schemas, with their shared definitions, still validate events."""
-    for event in samples.every_type():
-        payload = asyncapi["components"]["messages"][event.type]["payload"]
-        validator = Draft202012Validator({**payload, "components": asyncapi["components"]})
-        validator.validate(json.loads(event.model_dump_json()))
+def payload_validator(asyncapi: dict[str, Any], name: str) -> Any:
+    """A draft-07 validator of the message's payload: AsyncAPI's Schema Object is draft-07 with
+    a few keywords more, which draft-07 validators ignore."""
+    payload = asyncapi["components"]["messages"][name]["payload"]
+    assert payload["schemaFormat"] == ASYNCAPI_SCHEMA_FORMAT
+    schema = {**payload["schema"], "components": asyncapi["components"]}
+    Draft7Validator.check_schema(schema)
+    return Draft7Validator(schema, format_checker=Draft7Validator.FORMAT_CHECKER)
+
+
+def test_asyncapi_payload_validates_real_messages(asyncapi: dict[str, Any]) -> None:
+    """The component schemas, with their shared definitions, still validate messages."""
+    result = samples.enveloped(samples.command_result())
+    for message in (*samples.every_type(), result):
+        serialized = json.loads(message.model_dump_json())
+        payload_validator(asyncapi, message.type).validate(serialized)
+    dial = payload_validator(asyncapi, "com.aliyun.ccc.command.dial")
+    dial.validate(DIAL)
+    with pytest.raises(ValidationError):
+        dial.validate({**DIAL, "mode": "x"})
+
+
+# Keywords of JSON Schema 2019-09 and 2020-12 that a draft-07 reader would silently ignore.
+NEWER_KEYWORDS = {"$defs", "prefixItems", "dependentRequired", "dependentSchemas"}
+NEWER_KEYWORDS |= {"unevaluatedItems", "unevaluatedProperties", "minContains", "maxContains"}
+NEWER_KEYWORDS |= {"$anchor", "$dynamicRef", "$dynamicAnchor", "$vocabulary"}
+
+
+def test_asyncapi_schemas_are_draft_07(asyncapi: dict[str, Any]) -> None:
+    used = {key for o in objects(asyncapi["components"]["schemas"]) for key in o}
+    assert not used & NEWER_KEYWORDS
+    dial = asyncapi["components"]["schemas"]["com.aliyun.ccc.command.dial"]
+    assert dial["discriminator"] == "mode"  # AsyncAPI's: the property's name
+    appraise = asyncapi["components"]["schemas"]["com.aliyun.ccc.command.appraise"]
+    assert appraise["discriminator"] == "channel"
+
+
+def test_asyncapi_tuples_are_draft_07_items() -> None:
+    schema = TypeAdapter(tuple[str, int | None]).json_schema(schema_generator=AsyncApiSchema)
+    assert "prefixItems" not in schema
+    validator = Draft7Validator(schema)
+    validator.validate(["a", None])
+    for broken in (["a"], [1, None], ["a", "b"]):
+        with pytest.raises(ValidationError):
+            validator.validate(broken)
+    # tuple[str, *tuple[int, ...]]: pydantic has no annotation for it, only the core schema.
+    string, integer = core_schema.str_schema(), core_schema.int_schema()
+    variadic = core_schema.tuple_schema([string, integer], variadic_item_index=1)
+    rest = Draft7Validator(AsyncApiSchema().generate(variadic))
+    rest.validate(["a", 1, 2])
+    with pytest.raises(ValidationError):
+        rest.validate(["a", 1, "b"])
+
+
+def test_asyncapi_commands_reply_with_their_result(asyncapi: dict[str, Any]) -> None:
+    """Each command operation replies on the results channel, correlated by command_id."""
+    results = asyncapi["channels"]["command_results"]
+    result_ref = "#/channels/command_results/messages/com.aliyun.ccc.command.result"
+    assert "com.aliyun.ccc.command.result" in results["messages"]
+    receiving = [op for op in asyncapi["operations"].values() if op["action"] == "receive"]
+    assert len(receiving) == len(COMMAND_TOPICS)
+    for operation in receiving:
+        assert operation["reply"] == {
+            "channel": {"$ref": "#/channels/command_results"},
+            "messages": [{"$ref": result_ref}],
+        }
+        assert operation["summary"].endswith(
+            f"answers each on {SETTINGS.topics.name('command_results')}."
+        )
+
+    def correlated(name: str, payload: dict[str, Any]) -> Any:
+        location = asyncapi["components"]["messages"][name]["correlationId"]["location"]
+        prefix, _, pointer = location.partition("#/")
+        assert prefix == "$message.payload"
+        for part in pointer.split("/"):
+            payload = payload[part]
+        return payload
+
+    result = json.loads(
+        samples.enveloped(samples.command_result(command_id="c-9")).model_dump_json()
+    )
+    assert correlated("com.aliyun.ccc.command.result", result) == "c-9"
+    assert correlated("com.aliyun.ccc.command.dial", DIAL) == DIAL["command_id"]
+
+
+def test_summaries_are_one_plain_line_naming_ccc_actions_not_our_code(
+    asyncapi: dict[str, Any],
+) -> None:
+    actions = set(load_catalog().actions)
+    for name, message in asyncapi["components"]["messages"].items():
+        summary = message["summary"]
+        assert summary.endswith("."), summary
+        assert not re.search(r"`|\s\s|\n", summary), summary
+        assert name not in summary
+        # A CamelCase word is a CCC action (DialEx), never one of our classes (BackToBack).
+        camel = set(re.findall(r"\b[A-Z][a-z0-9]+[A-Z]\w*", summary))
+        assert camel <= actions, (summary, camel - actions)
+        assert message["description"] not in ("", name)  # the docstring it comes from
