@@ -1,6 +1,6 @@
-"""The README's alerts against what a running service exposes on /metrics.
+"""The alerts of docs/operations.md against what a running service exposes on /metrics.
 
-Extraction rule: in README.md, every table with an `expression` column in its header row;
+Extraction rule: in docs/operations.md, every table with an `expression` column in its header row;
 each `code span` in that column is one PromQL expression (write `|` in it as `\\|`, as
 Markdown tables need). Each must parse (promql-parser, Prometheus' grammar), and every
 metric it selects must be on /metrics with every label it names: in matchers, `by` and
@@ -113,12 +113,13 @@ def unexposed(needed: Exposed, found: Exposed) -> list[str]:
     ]
 
 
-README_ALERTS = alert_expressions((ROOT / "README.md").read_text(encoding="utf-8"))
+OPERATIONS = ROOT / "docs" / "operations.md"
+ALERTS = alert_expressions(OPERATIONS.read_text(encoding="utf-8"))
 
 
-def test_the_readme_lists_alerts_in_promql() -> None:
-    assert README_ALERTS
-    for expression in README_ALERTS:
+def test_the_operations_page_lists_alerts_in_promql() -> None:
+    assert ALERTS
+    for expression in ALERTS:
         parse(expression)  # raises on anything but PromQL
 
 
@@ -143,7 +144,7 @@ async def test_every_alert_selects_what_a_running_service_exposes(
 ) -> None:
     """Commands, webhooks and every stream on, so that each series an alert reads exists."""
     needed: Exposed = defaultdict(set)
-    for expression in README_ALERTS:
+    for expression in ALERTS:
         for name, labels in named_labels(parse(expression)).items():
             needed[name] |= labels
     async with Receiver(new_secret()) as receiver:
