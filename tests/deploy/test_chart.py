@@ -4,10 +4,14 @@ Kubernetes' schemas, and what it hands the service read back through the service
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import math
 import os
 import re
+import subprocess
+import sys
+import threading
 import typing
 from pathlib import Path
 from typing import Any
@@ -679,7 +683,9 @@ def test_the_spread_can_be_required_dropped_or_replaced(
 
 
 def test_other_affinity_keeps_the_spread() -> None:
-    node = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}
+    node: dict[str, Any] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}
+    }
     affinity = pod_spec(render({"affinity": {"nodeAffinity": node}}))["affinity"]
     assert affinity["nodeAffinity"] == node
     assert "preferredDuringSchedulingIgnoredDuringExecution" in affinity["podAntiAffinity"]
@@ -710,3 +716,117 @@ def test_optional_pod_and_service_settings_reach_their_place() -> None:
     assert container(manifests)["env"][1:] == PLATFORM["extraEnv"]
     annotations = only(manifests, "Service")["metadata"]["annotations"]
     assert annotations == PLATFORM["service"]["annotations"]
+
+
+def network_policy(values: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = only(render(values), "NetworkPolicy")["spec"]
+    return spec
+
+
+def test_the_network_policy_is_optional() -> None:
+    assert "NetworkPolicy" not in {m["kind"] for m in render()}
+
+
+def test_the_network_policy_opens_the_service_ports_and_its_upstreams() -> None:
+    spec = network_policy(PLATFORM)
+    pod_labels = only(render(PLATFORM), "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    api, admin = spec["ingress"]
+    assert api == {"ports": [{"port": "http", "protocol": "TCP"}]}  # from anyone
+    test_pod = only(render(PLATFORM), "Pod")["metadata"]["labels"]
+    (*peers, test_peer) = admin["from"]
+    assert peers == PLATFORM["networkPolicy"]["ingress"]["adminFrom"]
+    assert test_peer["podSelector"]["matchLabels"].items() <= test_pod.items()
+    ports = [[(p["port"], p["protocol"]) for p in rule["ports"]] for rule in spec["egress"]]
+    assert ports == [[(53, "UDP"), (53, "TCP")], [(9092, "TCP")], [(443, "TCP")]]
+    assert spec["egress"][1]["to"] == PLATFORM["networkPolicy"]["egress"]["kafkaTo"]
+
+
+@pytest.mark.parametrize(
+    ("kafka", "ports"),
+    [
+        ({"bootstrap_servers": "k-0:9093, k-1:9093,k-2"}, [9093, 9092]),
+        ({"bootstrap_servers": "[::1]:19092"}, [19092]),
+    ],
+)
+def test_kafka_egress_follows_the_bootstrap_servers(
+    kafka: dict[str, Any], ports: list[int]
+) -> None:
+    spec = network_policy({"networkPolicy": {"enabled": True}, "config": {"kafka": kafka}})
+    assert [p["port"] for p in spec["egress"][1]["ports"]] == ports
+
+
+def test_kafka_ports_and_extra_rules_can_be_given() -> None:
+    extra = [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+    spec = network_policy(
+        {
+            "networkPolicy": {
+                "enabled": True,
+                "egress": {"kafkaPorts": [9094, 9095]},
+                "extraEgress": extra,
+                "extraIngress": extra,
+            }
+        }
+    )
+    assert [p["port"] for p in spec["egress"][1]["ports"]] == [9094, 9095]
+    assert spec["egress"][-1:] == extra
+    assert spec["ingress"][-1:] == extra
+
+
+def test_the_ecs_ram_role_reaches_the_metadata_service() -> None:
+    spec = network_policy(
+        {"networkPolicy": {"enabled": True}, "config": {"ccc": {"auth": "ecs_ram_role"}}}
+    )
+    assert spec["egress"][-1] == {
+        "ports": [{"port": 80, "protocol": "TCP"}],
+        "to": [{"ipBlock": {"cidr": "100.100.100.200/32"}}],
+    }
+
+
+def test_the_test_pod_is_a_helm_test_that_no_selector_takes() -> None:
+    manifests = render()
+    pod = only(manifests, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    labels = pod["metadata"]["labels"].items()
+    assert not only(manifests, "Service")["spec"]["selector"].items() <= labels
+    assert not only(manifests, "Deployment")["spec"]["selector"]["matchLabels"].items() <= labels
+    (check,) = pod["spec"]["containers"]
+    assert check["image"] == container(manifests)["image"]
+    service = only(manifests, "Service")
+    admin_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "admin")
+    assert check["command"][-1] == f"http://{service['metadata']['name']}:{admin_port}/readyz"
+
+
+class Readyz(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        body = b'{"status": "ready"}' if self.path == "/readyz" else b"not found"
+        self.send_response(self.status if self.path == "/readyz" else 404)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "passes"), [(200, True), (503, False)])
+def test_the_test_pods_command_passes_only_on_a_ready_service(status: int, passes: bool) -> None:
+    """Its command, run here with this Python against a local /readyz."""
+    handler = type("Handler", (Readyz,), {"status": status})
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        (check,) = only(render(), "Pod")["spec"]["containers"]
+        python, flag, script, url = check["command"]
+        local = re.sub(r"//[^/]+/", f"//127.0.0.1:{server.server_address[1]}/", url)
+        done = subprocess.run(  # noqa: S603 - the chart's own command
+            [sys.executable, flag, script, local],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        server.shutdown()
+    assert python == "python"
+    assert (done.returncode == 0) is passes, done.stdout + done.stderr
+    assert str(status) in done.stdout
