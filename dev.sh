@@ -31,6 +31,24 @@ setup() {
     fi
 }
 
+# promtool, Prometheus' rule checker for tests/deploy/test_monitoring.py: the one binary from
+# Debian's prometheus package, unpacked into the venv (no root install, no daemon). Without it
+# those tests fail and say so.
+promtool="$venv/tools/promtool"
+fetch_promtool() {
+    [ -x "$promtool" ] && return
+    echo "dev.sh: fetching promtool from Debian's prometheus package (log: $venv/promtool.log)" >&2
+    local tmp dest="$PWD/$promtool"
+    tmp="$(mktemp -d)"
+    mkdir -p "$(dirname "$dest")"
+    if ! (cd "$tmp" && { apt-get download prometheus || { apt-get update && apt-get download prometheus; }; } &&
+        dpkg-deb --fsys-tarfile prometheus_*.deb | tar -xO ./usr/bin/promtool > promtool &&
+        chmod +x promtool && mv promtool "$dest") > "$venv/promtool.log" 2>&1; then
+        echo "dev.sh: could not fetch promtool, see $venv/promtool.log" >&2
+    fi
+    rm -rf "$tmp"
+}
+
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -40,6 +58,7 @@ case "$cmd" in
         ;;
     test)
         setup
+        fetch_promtool
         "$venv/bin/ruff" check .
         "$venv/bin/ruff" format --check .
         "$venv/bin/mypy"
