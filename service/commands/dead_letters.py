@@ -14,6 +14,12 @@ from service.kafka.dead_letters import KeptRecord
 
 DEAD_LETTER = "com.aliyun.ccc.command.dlq"
 MAX_REASON = 8 * 1024  # characters: one line per field error, each cut already
+# The reasons of letters a bug of ours wrote (the worker's, the parser's): not the message's
+# fault, so `dlq replay` may send it again once the bug is fixed.
+INTERNAL_ERROR = "internal error"
+PARSER_FAILED = "cannot be read"
+UNREADABLE = "the record cannot be read"  # a defect of the record: it fails again as it is
+_BUG_REASONS = tuple(f"message: {reason}: " for reason in (INTERNAL_ERROR, PARSER_FAILED))
 
 
 class DeadLetter(Outbound):
@@ -29,3 +35,12 @@ class DeadLetter(Outbound):
     # Left out to fit a broker that refused the letter for its size: ["errors"], the record's
     # bytes then all cut too.
     dropped: list[str] = Field(default_factory=list)
+
+
+def replayable(letter: DeadLetter) -> tuple[bool, str]:
+    """Whether sending the message again could give another answer, and why (not)."""
+    if letter.reason.startswith(_BUG_REASONS):
+        return True, "an internal error"
+    if letter.reason.startswith(f"message: {UNREADABLE}"):
+        return False, f"{UNREADABLE}: sent again, it fails the same way"
+    return False, "an invalid command: sent again, it is rejected again"

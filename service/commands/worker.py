@@ -32,7 +32,13 @@ from aiokafka import TopicPartition
 from service.ccc.budget import calling_as
 from service.ccc.errors import CccError
 from service.cloudevents import Emitted, Publisher, event_id
-from service.commands.dead_letters import DEAD_LETTER, DeadLetter
+from service.commands.dead_letters import (
+    DEAD_LETTER,
+    INTERNAL_ERROR,
+    PARSER_FAILED,
+    UNREADABLE,
+    DeadLetter,
+)
 from service.commands.decision import (
     Duplicate,
     Execute,
@@ -178,13 +184,13 @@ class CommandWorker:
         except Exception as error:  # a bug must not stop the worker or lose the message
             log.exception("command_failed_internally", topic=record.topic, offset=record.offset)
             failure = InvalidCommandError(
-                [FieldError(field="", reason=f"internal error: {error!r}")]
+                [FieldError(field="", reason=f"{INTERNAL_ERROR}: {error!r}")]
             )
             return await self._reject(source, record, failure, halt)
 
     def _parse(self, record: Record) -> Command | InvalidCommandError:
         if record.defect is not None:
-            reason = f"the record cannot be read: {record.defect}"
+            reason = f"{UNREADABLE}: {record.defect}"
             return InvalidCommandError([FieldError(field="", reason=reason)])
         try:
             kind = self._kinds[record.topic]
@@ -193,7 +199,7 @@ class CommandWorker:
             return invalid
         except Exception as error:  # a parser bug must not stop the worker: dead-letter it
             log.exception("command_parse_failed", topic=record.topic, offset=record.offset)
-            return InvalidCommandError([FieldError(field="", reason=f"cannot be read: {error!r}")])
+            return InvalidCommandError([FieldError(field="", reason=f"{PARSER_FAILED}: {error!r}")])
         if record.key != command.command_id.encode():
             reason = (
                 "the Kafka key must be the command_id: it keeps every copy of a command on "

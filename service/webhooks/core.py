@@ -253,3 +253,14 @@ def dead_letter(  # noqa: PLR0913 - the letter's facts, by keyword
         dead_at=at,
         record=kept,
     )
+
+
+def replayable(letter: WebhookDeadLetter) -> tuple[bool, str]:
+    """Whether sending the event again could end otherwise, and why (not)."""
+    if letter.event_id is None:
+        return False, "not a CloudEvent: sent again, it fails the same way"
+    if letter.attempts == 0:  # a CloudEvent no request was made for: a bug of ours
+        return True, "an internal error"
+    if letter.last_status is None or Answer(letter.last_status).verdict == "retry":
+        return True, "the endpoint was down or failing"
+    return False, f"the endpoint refused it (HTTP {letter.last_status}): it would refuse it again"
