@@ -19,8 +19,10 @@ import yaml
 from pydantic import AfterValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
 )
 
@@ -247,14 +249,32 @@ def load_settings(config_file: Path | None = None) -> Settings:
     """Read every layer. Secret files live in $CCC_BRIDGE_SECRETS_DIR (default
     /run/secrets/ccc-bridge), one file per setting named like its env var."""
     values: dict[str, Any] = {}
+    for _, layer in file_layers(config_file):
+        values = _deep_merge(values, layer)
+    return Settings(**values, _secrets_dir=secrets_dir())
+
+
+def file_layers(config_file: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The YAML layers, lowest first, each with the name `config check` shows for it."""
+    layers = []
     if DEFAULT_CONFIG.exists():
-        values = _read_yaml(DEFAULT_CONFIG)
+        layers.append(("config/default.yaml", _read_yaml(DEFAULT_CONFIG)))
     if config_file is not None:
         if not config_file.exists():
             raise FileNotFoundError(f"config file {config_file} does not exist")
-        values = _deep_merge(values, _read_yaml(config_file))
-    secrets_dir = Path(os.environ.get(f"{ENV_PREFIX}SECRETS_DIR", DEFAULT_SECRETS_DIR))
-    return Settings(**values, _secrets_dir=secrets_dir)
+        layers.append((str(config_file), _read_yaml(config_file)))
+    return layers
+
+
+def secrets_dir() -> Path:
+    return Path(os.environ.get(f"{ENV_PREFIX}SECRETS_DIR", DEFAULT_SECRETS_DIR))
+
+
+def outer_layers() -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the secret files and the env vars set, as Settings reads them (nested by
+    section), for `config check` to tell which layer a value came from."""
+    secrets = SecretsSettingsSource(Settings, secrets_dir=secrets_dir())
+    return NestedSecretsSettingsSource(secrets)(), EnvSettingsSource(Settings)()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
