@@ -558,26 +558,38 @@ class StateLogPoller:
     async def _read(self, due: tuple[str, int], *, end: int, stop: asyncio.Event) -> None:
         agent_id, start = due
         ports = self._ports
-        events: list[Emitted] = []
-        try:
-            for window in windows(start, end, LOG_WINDOW_MS):
-                params = {
-                    "InstanceId": ports.instance_id,
-                    "RamId": int(agent_id),
-                    "StartTime": window[0],
-                    "EndTime": window[1],
-                }
-                entries: list[AgentStateLogEntry]
-                entries = [e async for e in ports.ccc.iter_items("ListAgentStateLogs", params)]
-                events += state_log_events(ports.instance_id, agent_id, entries)
-        except CccRequestError as error:
-            if not error.code.startswith("NotExists"):
-                raise
-            log.warning("agent_state_logs_refused", agent_id=agent_id, error=str(error))
+        events = await state_logs(ports, agent_id, (start, end))
+        if events is None:
             self._tracker.drop(agent_id)  # removed from the instance: the directory agrees soon
             return
         if await until_acked(partial(ports.publisher.publish, events), stop):
             self._tracker.read(agent_id, end, time.monotonic())
+
+
+async def state_logs(
+    ports: InstancePorts, agent_id: str, span: tuple[int, int]
+) -> list[Emitted] | None:
+    """The agent's ListAgentStateLogs entries in [start, end) as events, read in the windows
+    CCC allows; None when CCC does not know the agent (removed from the instance). The live
+    poller and the backfill both read through here, so an entry gets one id whoever reads it."""
+    events: list[Emitted] = []
+    try:
+        for window in windows(*span, LOG_WINDOW_MS):
+            params = {
+                "InstanceId": ports.instance_id,
+                "RamId": int(agent_id),
+                "StartTime": window[0],
+                "EndTime": window[1],
+            }
+            entries: list[AgentStateLogEntry]
+            entries = [e async for e in ports.ccc.iter_items("ListAgentStateLogs", params)]
+            events += state_log_events(ports.instance_id, agent_id, entries)
+    except CccRequestError as error:
+        if not error.code.startswith("NotExists"):
+            raise
+        log.warning("agent_state_logs_refused", agent_id=agent_id, error=str(error))
+        return None
+    return events
 
 
 @dataclass(frozen=True)
@@ -659,17 +671,25 @@ class CallPoller:
         return book.fresh(records)
 
     async def _contact(self, record: CallDetailRecordRow, *, stop: asyncio.Event) -> None:
-        ports = self._ports
-        summary = call_record_event(ports.instance_id, record)
-        contact_id = required(record.contact_id, "ContactId")
-        detail = await ports.ccc.call(
-            "ListCallEventDetailByContactId",
-            {"InstanceId": ports.instance_id, "ContactId": contact_id},
-        )
-        steps = call_step_events(ports.instance_id, contact_id, detail.items(), summary.time)
-        if await until_acked(partial(ports.publisher.publish, [*steps, summary]), stop):
+        if await publish_call(self._ports, record, stop=stop):
             assert self._book is not None  # noqa: S101 - cycle made it
             self._book.add(record)
+
+
+async def publish_call(
+    ports: InstancePorts, record: CallDetailRecordRow, *, stop: asyncio.Event
+) -> bool:
+    """The call's steps (ListCallEventDetailByContactId), then its record, under one key;
+    False if stopped before Kafka acknowledged them. The live poller and the backfill both
+    publish through here, so a call gets the same ids whoever reads it."""
+    summary = call_record_event(ports.instance_id, record)
+    contact_id = required(record.contact_id, "ContactId")
+    detail = await ports.ccc.call(
+        "ListCallEventDetailByContactId",
+        {"InstanceId": ports.instance_id, "ContactId": contact_id},
+    )
+    steps = call_step_events(ports.instance_id, contact_id, detail.items(), summary.time)
+    return await until_acked(partial(ports.publisher.publish, [*steps, summary]), stop)
 
 
 class SkillGroupPoller:
