@@ -26,7 +26,8 @@ from types import MappingProxyType
 from service.metrics import CCC_BUDGET_WAIT_SECONDS, CCC_POLLER_RATE_LIMIT, CCC_STREAM_CALLS
 
 # Stream -> priority, 0 first: a command is someone waiting; a state change outranks the
-# histories, which can be read again later.
+# histories, which can be read again later; a backfill (`ccc-bridge backfill`) reads a past
+# nobody waits for.
 STREAMS: Mapping[str, int] = MappingProxyType(
     {
         "commands": 0,
@@ -35,6 +36,7 @@ STREAMS: Mapping[str, int] = MappingProxyType(
         "agent_state_logs": 3,
         "skill_groups": 4,
         "directory": 4,
+        "backfill": 5,
     }
 )
 COMMANDS = "commands"
