@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -49,6 +50,21 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, metavar="FILE", help="YAML settings over config/default.yaml"
     )
+
+
+def instant(text: str) -> int:
+    """An argument's RFC 3339 / ISO 8601 time, with an offset, as epoch ms. One without an
+    offset is refused: CCC instances keep China time, operators often UTC, and a guess would
+    shift a span by hours."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 time (e.g. 2024-05-01T00:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no offset: add Z or one like +08:00")
+    return int(moment.timestamp() * 1000)
 
 
 def log_options(args: argparse.Namespace, configured: LogSettings | None = None) -> tuple[str, str]:

@@ -106,3 +106,25 @@ async def _topic_configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[s
 
 def _entries(entries: list[Any]) -> dict[str, str]:
     return {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """A consumer group as its coordinator describes it; `members` by client id and host."""
+
+    state: str
+    members: list[str]
+
+
+async def describe_group(kafka: KafkaSettings, group_id: str) -> GroupState:
+    """A group no one has joined is `Empty` (or `Dead`, as Kafka says of an unknown one)
+    with no members."""
+    async with admin_client(kafka) as admin:
+        responses = await admin.describe_consumer_groups([group_id])
+    group = responses[0].to_object()["groups"][0]
+    if group["error_code"] != 0:
+        raise for_code(group["error_code"])(f"cannot describe consumer group {group_id}")
+    members = [
+        f"{m['client_id'] or m['member_id']}@{m['client_host'] or '?'}" for m in group["members"]
+    ]
+    return GroupState(group["state"], members)
