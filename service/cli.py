@@ -8,11 +8,24 @@ import sys
 from collections.abc import Sequence
 from typing import get_args
 
-from service import app, broker, demo, schemas, send, tail, topics
+from service import (
+    app,
+    backfill,
+    broker,
+    checkpoints,
+    config_check,
+    demo,
+    dlq,
+    schemas,
+    send,
+    tail,
+    topics,
+)
 from service.console import log_options, tune_gc
 from service.emulator import cli as emulator_cli
 from service.logs import configure_logging
 from service.settings import LogSettings
+from service.version import service_version
 
 
 def add_log_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ccc-bridge",
         description="Alibaba Cloud Call Center (CCC 2017-07-05) to Kafka bridge.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {service_version()}")
     add_log_arguments(parser)
     parser.set_defaults(default_log_level="info")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -49,9 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_parser(subcommands)
     tail.add_parser(subcommands)
     schemas.add_parser(subcommands)
-    for subcommand in subcommands.choices.values():
+    backfill.add_parser(subcommands)
+    checkpoints.add_parser(subcommands)
+    dlq.add_parser(subcommands)
+    config_check.add_parser(subcommands)
+    for subcommand in _nested(parser):
         add_log_arguments(subcommand)
     return parser
+
+
+def _nested(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand's parser, and theirs (`checkpoints show`), so the log options go
+    after any of them."""
+    found = []
+    for action in parser._actions:  # noqa: SLF001 - argparse lists subcommands only here
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001 - and by this type
+            for child in action.choices.values():
+                found += [child, *_nested(child)]
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
