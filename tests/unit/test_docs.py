@@ -79,10 +79,6 @@ def test_the_ram_policy_allows_exactly_the_ccc_actions_the_service_calls() -> No
 
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-# Pages of issue 15's operator commands, written alongside the commands themselves: a link
-# to one is let through while it does not exist yet, and checked like any other once it does.
-# Remove this once all three are in the repository.
-BEING_WRITTEN = {"backfill.md", "dead-letters.md", "config-check.md"}
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
 
@@ -107,9 +103,7 @@ def reaches(doc: Path, target: str) -> bool:
     """A link's file exists in the repository, and so does its heading if it names one."""
     path, _, anchor = target.partition("#")
     linked = (doc.parent / path).resolve() if path else doc
-    if not linked.exists():
-        return linked.name in BEING_WRITTEN
-    if ROOT not in linked.parents:
+    if not linked.exists() or ROOT not in linked.parents:
         return False
     return not anchor or anchor in anchors(linked.read_text(encoding="utf-8"))
 
