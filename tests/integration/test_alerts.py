@@ -14,6 +14,7 @@ import re
 import uuid
 from collections import defaultdict
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from promql_parser import (
@@ -139,16 +140,23 @@ def test_labels_named_in_matchers_groupings_and_vector_matching_are_needed() -> 
     assert named_labels(parse(expression)) == {"x_total": {"a", "b", "c"}, "y": {"c", "d"}}
 
 
-async def test_every_alert_selects_what_a_running_service_exposes(
-    broker: EmbeddedBroker, emulator_busy: EmulatorServer
-) -> None:
-    """Commands, webhooks and every stream on, so that each series an alert reads exists."""
+def needed_by(expressions: list[str]) -> Exposed:
+    """Every metric the expressions select, with every label they name on it."""
     needed: Exposed = defaultdict(set)
-    for expression in ALERTS:
+    for expression in expressions:
         for name, labels in named_labels(parse(expression)).items():
             needed[name] |= labels
+    return needed
+
+
+async def scrape_busy_service(
+    broker: EmbeddedBroker, emulator: EmulatorServer, needed: Exposed, reader: str
+) -> str:
+    """/metrics of a running service once it exposes everything `needed` (else the test fails,
+    naming what `reader` selects and /metrics lacks): commands, webhooks and every stream on,
+    so that each series exists."""
     async with Receiver(new_secret()) as receiver:
-        base = with_http(service_settings(emulator_busy, broker.bootstrap_servers), commands=True)
+        base = with_http(service_settings(emulator, broker.bootstrap_servers), commands=True)
         hook = endpoint(f"alerts-{uuid.uuid4().hex[:8]}", receiver)
         settings = base.model_copy(
             update={"webhooks": with_webhooks(base.kafka, base.topics, hook).webhooks}
@@ -156,6 +164,10 @@ async def test_every_alert_selects_what_a_running_service_exposes(
         async with in_process(settings):
             await eventually(lambda: status_is(settings, 200), deadline_s=30)
             await send(settings, [dial_message(f"alerts-{uuid.uuid4().hex[:8]}")])
+            # No API key is configured: refused, and counted by kind and status.
+            url = f"http://127.0.0.1:{settings.http.port}/v1/commands/dial"
+            async with aiohttp.ClientSession() as http, http.post(url, json={}) as answer:
+                assert answer.status == 401
             text = ""
 
             async def all_exposed() -> bool:
@@ -167,8 +179,14 @@ async def test_every_alert_selects_what_a_running_service_exposes(
                 await eventually(all_exposed, deadline_s=60)
             except AssertionError:
                 missing = unexposed(needed, exposed(text))
-                pytest.fail(f"alerts select what /metrics lacks: {missing}")
+                pytest.fail(f"{reader} select what /metrics lacks: {missing}")
+    return text
 
+
+async def test_every_alert_selects_what_a_running_service_exposes(
+    broker: EmbeddedBroker, emulator_busy: EmulatorServer
+) -> None:
+    text = await scrape_busy_service(broker, emulator_busy, needed_by(ALERTS), "alerts")
     found = exposed(text)
     clashing = {name: labels & TARGET_LABELS for name, labels in found.items()}
     assert not {name: labels for name, labels in clashing.items() if labels}
