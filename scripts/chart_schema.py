@@ -13,12 +13,12 @@ tests/deploy/test_chart.py holds the committed file equal to `generate()`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from scripts.generated import write_or_check
 from service.settings import MIN_API_KEY_CHARS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,19 +144,10 @@ def render(schema: Schema) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs")
-    check = parser.parse_args().check
-    text = SCHEMA.read_text(encoding="utf-8")
-    wanted = render(generate(json.loads(text)))
-    if check:
-        if text != wanted:
-            print(f"{SCHEMA.relative_to(ROOT)} is stale: run python -m scripts.chart_schema")
-            return 1
-        return 0
-    SCHEMA.write_text(wanted, encoding="utf-8")
-    print(f"wrote {SCHEMA.relative_to(ROOT)}")
-    return 0
+    def wanted() -> str:
+        return render(generate(json.loads(SCHEMA.read_text(encoding="utf-8"))))
+
+    return write_or_check(SCHEMA, wanted, __doc__.splitlines()[0], "scripts.chart_schema")
 
 
 if __name__ == "__main__":

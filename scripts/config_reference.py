@@ -10,7 +10,6 @@ renamed or changed without running this fails there.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import types
@@ -21,6 +20,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from scripts.generated import write_or_check
 from service.settings import ENV_PREFIX, Settings
 from service.webhooks.settings import WebhookEndpoint
 
@@ -143,18 +143,8 @@ def render() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs")
-    args = parser.parse_args()
-    text = render()
-    if args.check:
-        if REFERENCE.read_text(encoding="utf-8") != text:
-            print(f"{REFERENCE} is out of date: run python -m scripts.config_reference")
-            return 1
-        return 0
-    REFERENCE.write_text(text, encoding="utf-8")
-    print(f"wrote {REFERENCE}")
-    return 0
+    description = __doc__.splitlines()[0] if __doc__ else ""
+    return write_or_check(REFERENCE, render, description, "scripts.config_reference")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from service.ccc.errors import CccError
 from service.console import (
     StartupError,
     add_config_argument,
-    instant,
+    add_stream_arguments,
+    add_time_argument,
     kafka_failure,
     quiet_kafka_logs,
     say,
@@ -96,28 +97,22 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "the same command resumes it. The live checkpoints are never moved. See "
         "docs/backfill.md.",
     )
-    parser.add_argument("--instance", required=True, metavar="ID", help="the CCC instance id")
-    parser.add_argument(
-        "--stream",
-        required=True,
-        choices=get_args(Stream),
-        help="calls: call records and their steps; agent-state-logs: every agent's state log",
+    add_stream_arguments(
+        parser,
+        get_args(Stream),
+        "calls: call records and their steps; agent-state-logs: every agent's state log",
     )
-    parser.add_argument(
+    add_time_argument(
+        parser,
         "--from",
-        dest="start",
-        required=True,
-        type=instant,
-        metavar="T",
-        help="start of the span, RFC 3339 with an offset (2024-05-01T00:00:00+08:00)",
+        "start",
+        "start of the span, RFC 3339 with an offset (2024-05-01T00:00:00+08:00)",
     )
-    parser.add_argument(
+    add_time_argument(
+        parser,
         "--to",
-        dest="end",
-        required=True,
-        type=instant,
-        metavar="T",
-        help="end of the span (excluded), RFC 3339 with an offset; not in the future",
+        "end",
+        "end of the span (excluded), RFC 3339 with an offset; not in the future",
     )
     parser.add_argument(
         "--restart",

@@ -15,7 +15,8 @@ from aiokafka.errors import KafkaError
 from service.console import (
     StartupError,
     add_config_argument,
-    instant,
+    add_stream_arguments,
+    add_time_argument,
     kafka_failure,
     quiet_kafka_logs,
     say,
@@ -55,20 +56,9 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "while a replica polls the instance (the poller group has members, or "
         "pollers.split is none and nothing can tell) unless --force is given.",
     )
-    reset.add_argument("--instance", required=True, metavar="ID", help="the CCC instance id")
-    reset.add_argument(
-        "--stream",
-        required=True,
-        choices=get_args(Stream),
-        help="the live stream whose checkpoint moves",
-    )
-    reset.add_argument(
-        "--to",
-        dest="to_ms",
-        required=True,
-        type=instant,
-        metavar="T",
-        help="where it goes on from, RFC 3339 with an offset; not in the future",
+    add_stream_arguments(reset, get_args(Stream), "the live stream whose checkpoint moves")
+    add_time_argument(
+        reset, "--to", "to_ms", "where it goes on from, RFC 3339 with an offset; not in the future"
     )
     reset.add_argument(
         "--force",

@@ -9,7 +9,7 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +65,19 @@ def instant(text: str) -> int:
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no offset: add Z or one like +08:00")
     return int(moment.timestamp() * 1000)
+
+
+def add_time_argument(parser: argparse.ArgumentParser, flag: str, dest: str, text: str) -> None:
+    """A required time (`instant`), in epoch ms under `dest`; `text` is its help."""
+    parser.add_argument(flag, dest=dest, required=True, type=instant, metavar="T", help=text)
+
+
+def add_stream_arguments(
+    parser: argparse.ArgumentParser, streams: Sequence[str], stream_help: str
+) -> None:
+    """`--instance` and `--stream`, both required: a command on one stream of one instance."""
+    parser.add_argument("--instance", required=True, metavar="ID", help="the CCC instance id")
+    parser.add_argument("--stream", required=True, choices=streams, help=stream_help)
 
 
 def log_options(args: argparse.Namespace, configured: LogSettings | None = None) -> tuple[str, str]:
