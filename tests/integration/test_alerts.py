@@ -37,7 +37,8 @@ from tests.integration.test_http import dial_message, get, status_is, with_http
 from tests.integration.test_webhooks import with_webhooks
 from tests.integration.webhooks import Receiver, endpoint, new_secret
 
-CODE_SPAN = re.compile(r"`([^`]+)`")
+# A code span, and the "for N min" written after it: how long the expression must hold.
+ALERT_SPAN = re.compile(r"`([^`]+)`(?:\s+for (\d+) min)?")
 CELL_BORDER = re.compile(r"(?<!\\)\|")  # a `|` not written `\|`
 # Labels Prometheus attaches to every series it scrapes: one of ours by that name would be
 # renamed `exported_<name>`, and an alert on it would read the target's instead.
@@ -46,9 +47,10 @@ TARGET_LABELS = {"instance", "job"}
 Exposed = dict[str, set[str]]  # series name: every label name it carries
 
 
-def alert_expressions(markdown: str) -> list[str]:
-    """Every code span in the `expression` column of the document's tables."""
-    expressions: list[str] = []
+def documented_alerts(markdown: str) -> list[tuple[str, str | None]]:
+    """Every code span in the `expression` column of the document's tables, with the
+    duration written after it as Prometheus writes it ("5m"), if any."""
+    alerts: list[tuple[str, str | None]] = []
     column: int | None = None  # of the table being read; -1 when it has none
     for line in markdown.splitlines():
         if not line.startswith("|"):
@@ -58,8 +60,15 @@ def alert_expressions(markdown: str) -> list[str]:
         if column is None:  # the header row
             column = cells.index("expression") if "expression" in cells else -1
         elif 0 <= column < len(cells):
-            expressions += [code.replace("\\|", "|") for code in CODE_SPAN.findall(cells[column])]
-    return expressions
+            alerts += [
+                (code.replace("\\|", "|"), f"{minutes}m" if minutes else None)
+                for code, minutes in ALERT_SPAN.findall(cells[column])
+            ]
+    return alerts
+
+
+def alert_expressions(markdown: str) -> list[str]:
+    return [expression for expression, _ in documented_alerts(markdown)]
 
 
 def selectors(node: Expr) -> list[VectorSelector]:
@@ -115,7 +124,8 @@ def unexposed(needed: Exposed, found: Exposed) -> list[str]:
 
 
 OPERATIONS = ROOT / "docs" / "operations.md"
-ALERTS = alert_expressions(OPERATIONS.read_text(encoding="utf-8"))
+DOCUMENTED = documented_alerts(OPERATIONS.read_text(encoding="utf-8"))
+ALERTS = [expression for expression, _ in DOCUMENTED]
 
 
 def test_the_operations_page_lists_alerts_in_promql() -> None:
@@ -131,6 +141,7 @@ def test_the_rule_finds_expressions_in_tables_with_that_column_only() -> None:
         "\n| metric | labels |\n|---|---|\n| `z` | `k` |\n"
     )
     assert alert_expressions(markdown) == ['rate(x_total{k=~"a|b"}[5m]) > 0', "y > 1"]
+    assert documented_alerts(markdown)[0][1] == "2m"
 
 
 def test_labels_named_in_matchers_groupings_and_vector_matching_are_needed() -> None:
