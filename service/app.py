@@ -153,7 +153,10 @@ async def run_service(
                     group.create_task(worker.run(stop))
                 webhooks = partial(run_webhooks, settings.webhooks, settings.kafka, settings.topics)
                 group.create_task(webhooks(producer, stop, report=partial(report, readiness)))
-                pollers = Pollers(settings, ccc, publisher, checkpoints)
+                events = EventPublisher(
+                    producer, settings.topics, settings.ccc.region, skip_too_large=True
+                )
+                pollers = Pollers(settings, ccc, events, checkpoints)
                 report(readiness, "pollers", pollers.assignment_problem)
                 group.create_task(pollers.run(stop))
                 log.info("service_started", instances=settings.ccc.instances)

@@ -144,7 +144,9 @@ async def run(args: argparse.Namespace) -> int:
             except KafkaError as error:
                 return startup_failed("backfill", kafka_failure(settings.kafka, error))
             connected()
-            publisher = EventPublisher(producer, settings.topics, settings.ccc.region)
+            publisher = EventPublisher(
+                producer, settings.topics, settings.ccc.region, skip_too_large=True
+            )
             async with CccClient(settings.ccc) as ccc:
                 directory = Directory(ccc, plan.instance_id)
                 ports = InstancePorts(plan.instance_id, ccc, publisher, checkpoints, directory)

@@ -15,6 +15,12 @@ EVENTS_PUBLISHED = Counter(
     "Events Kafka acknowledged, by CloudEvents type and CCC instance.",
     ["type", "ccc_instance"],
 )
+EVENTS_TOO_LARGE = Counter(
+    "ccc_bridge_events_too_large",
+    "Events left out because they are larger than Kafka takes (kafka.max_record_bytes), by "
+    "CloudEvents type and CCC instance: the event_too_large log line names each.",
+    ["type", "ccc_instance"],
+)
 POLL_CYCLE_SECONDS = Histogram(
     "ccc_bridge_poll_cycle_seconds",
     "Duration of one poll cycle (read CCC, publish, checkpoint).",

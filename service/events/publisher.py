@@ -12,22 +12,37 @@ from typing import Any
 import structlog
 
 from service.cloudevents import Emitted, envelope
+from service.kafka.acked import Sink
 from service.kafka.consumer import read_to_end
 from service.kafka.producer import OutRecord, Producer, partition_for
 from service.kafka.settings import KafkaSettings, TopicSettings
-from service.metrics import EVENTS_PUBLISHED
+from service.metrics import EVENTS_PUBLISHED, EVENTS_TOO_LARGE
 
 log = structlog.get_logger(__name__)
 
 
 class EventPublisher:
-    """Events as CloudEvents JSON, keyed so per-agent / per-call order holds."""
+    """Events as CloudEvents JSON, keyed so per-agent / per-call order holds.
 
-    def __init__(self, producer: Producer, topics: TopicSettings, region: str) -> None:
+    With `skip_too_large` (the pollers' and backfill's), an event larger than Kafka takes
+    (kafka.max_record_bytes; CCC decides how long its values are) is left out, logged as
+    event_too_large and counted, and the rest go on: no retry would ever fit it, and a
+    stream stopped by it would stop again at each restart. Without it (command results,
+    which the worker cuts down to fit) the whole call raises RecordTooLargeError."""
+
+    def __init__(
+        self,
+        producer: Sink,
+        topics: TopicSettings,
+        region: str,
+        *,
+        skip_too_large: bool = False,
+    ) -> None:
         self._producer = producer
         self._topics = topics
         self._topic_names: dict[str, str] = {}
         self._region = region
+        self._skip_too_large = skip_too_large
 
     def record(self, event: Emitted) -> OutRecord:
         cloud_event = envelope(event.data, event_id=event.id, region=self._region, time=event.time)
@@ -37,11 +52,30 @@ class EventPublisher:
         return OutRecord(topic, event.data.key().encode(), cloud_event.model_dump_json().encode())
 
     async def publish(self, events: Sequence[Emitted]) -> None:
-        await self._producer.send_all([self.record(event) for event in events])
+        pairs = [(event, self.record(event)) for event in events]
+        if self._skip_too_large:
+            pairs = [(event, record) for event, record in pairs if self._fits(event, record)]
+        await self._producer.send_all([record for _, record in pairs])
         for (event_type, instance), count in Counter(
-            (event.data.event_type, event.data.instance_id or "-") for event in events
+            (event.data.event_type, event.data.instance_id or "-") for event, _ in pairs
         ).items():
             EVENTS_PUBLISHED.labels(event_type, instance).inc(count)
+
+    def _fits(self, event: Emitted, record: OutRecord) -> bool:
+        room = self._producer.room(record.key)
+        if len(record.value) <= room:
+            return True
+        instance = event.data.instance_id or "-"
+        EVENTS_TOO_LARGE.labels(event.data.event_type, instance).inc()
+        log.error(
+            "event_too_large",
+            event_id=event.id,
+            type=event.data.event_type,
+            ccc_instance=instance,
+            bytes=len(record.value),
+            room=room,
+        )
+        return False
 
 
 class CheckpointStore:
