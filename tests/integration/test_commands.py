@@ -215,12 +215,12 @@ async def test_two_workers_one_killed_mid_run_and_restarted_still_run_each_comma
     never_sent = [d["command_id"] for d in interrupted if not seen.requests[mark[d["command_id"]]]]
     assert interrupted, "the kill cut no call short: it tested nothing"
     # A worker holds at most `concurrency` commands calling CCC and as many `started` and
-    # waiting for a call slot: only those can be cut off, and only the latter never sent.
+    # waiting for a call slot: only those can be cut off. Some of either may never have
+    # reached CCC (one holding a slot may not have sent yet), so only their sum is bound.
     assert len(interrupted) <= 2 * concurrency, (
         f"{len(interrupted)} indeterminate by the kill, {len(never_sent)} of them never sent "
         f"to CCC, e.g. {never_sent[:5]}"
     )
-    assert len(never_sent) <= concurrency, never_sent
     assert commands_assigned(logs[2]), "the restarted worker took part"
 
 
