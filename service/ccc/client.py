@@ -125,9 +125,11 @@ class CccClient:
         self._server_offset_ms = 0
         self._server_date: str | None = None
         self.answered_at: float | None = None  # monotonic time of CCC's latest good answer
-        # Set while CCC answers: cleared by a call that finds it unreachable (no answer, or a
-        # 5xx) until CCC answers another. Commands wait on it (service/ccc/health.py).
+        # Set while CCC answers: cleared by a call that got no answer (the connection failed,
+        # or none came in time) until CCC answers another; a 5xx is an answer. Commands wait
+        # on it (service/ccc/health.py); `lost` wakes the health check at once.
         self.reachable = asyncio.Event()
+        self.lost = asyncio.Event()
         self.unreachable_why: str | None = None
 
     async def __aenter__(self) -> Self:
@@ -166,12 +168,14 @@ class CccClient:
         return int(time.time() * 1000) + self._server_offset_ms
 
     def unreachable(self, why: str) -> None:
-        """CCC did not answer (or failed to): `reachable` is clear until a call succeeds."""
+        """CCC did not answer: `reachable` is clear until it answers a call."""
         self.reachable.clear()
+        self.lost.set()
         self.unreachable_why = why
 
     def _reached(self) -> None:
         self.reachable.set()
+        self.lost.clear()
         self.unreachable_why = None
 
     def _limiter(self, action: str) -> AsyncLimiter | None:
@@ -336,10 +340,10 @@ class CccClient:
             CCC_CALLS.labels(spec.name, getattr(error, "code", type(error).__name__)).inc()
             if isinstance(error, CccThrottledError):
                 self._budget.throttled(stream, error.code, granted)
-            if isinstance(error, CccTransportError | CccServerError):
+            if isinstance(error, CccTransportError):
                 self.unreachable(str(error))
             else:
-                self._reached()  # a refusal is an answer too
+                self._reached()  # a refusal or a 5xx is an answer too
             raise
         finally:
             CCC_CALL_SECONDS.labels(spec.name).observe(time.monotonic() - started)

@@ -2,16 +2,16 @@
 
 CCC being down is never fatal: the service starts and serves HTTP ingress, webhooks and
 command status without it, commands wait before they begin, and the pollers back off
-(service/events/pollers.py). Every call the client makes tells whether CCC answers; while
-none succeeds, or none was made for `fresh_s`, GetInstance asks, less often the longer CCC
-stays away. What CCC refuses for good (credentials, an instance it does not know) ends the
-process, as before: no wait mends it.
+(service/events/pollers.py). Every call the client makes tells whether CCC answers (a 5xx
+is an answer; a failed connection or a timeout is not); from the moment one finds it
+unreachable, and whenever none was made for `fresh_s`, GetInstance asks, less often the
+longer CCC stays away. What CCC refuses for good (credentials, an instance it does not
+know) ends the process, as before: no wait mends it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import structlog
@@ -77,8 +77,19 @@ class CccHealth:
                     if was_up or wait_s == self._interval_s:
                         log.warning("ccc_unreachable", problem=self.problem())
                     wait_s = min(wait_s * 2, MAX_PROBE_WAIT_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait_s)
+            await self._pause(stop, wait_s)
+
+    async def _pause(self, stop: asyncio.Event, wait_s: float) -> None:
+        """`wait_s`, cut short by a stop or, while CCC answers, by a call that found it
+        unreachable: commands wait from that moment, so it is asked again at once."""
+        waits = {asyncio.create_task(stop.wait())}
+        if self._ccc.reachable.is_set():
+            waits.add(asyncio.create_task(self._ccc.lost.wait()))
+        try:
+            await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _ask(self) -> None:
         """GetInstance; a refusal no retry mends is raised."""

@@ -101,6 +101,7 @@ async def test_server_errors_retry_reads_but_never_side_effects(
         answers.append(effect.value.code)
         assert await codes(emulator, "DialEx") == answers  # each call sent once
         assert len(answers) < 20, answers
+    assert client.reachable.is_set(), "a 5xx is an answer: commands need not wait for CCC"
 
 
 async def test_side_effects_on_5xx_are_retried_only_when_the_settings_opt_in(
@@ -172,6 +173,8 @@ async def test_connection_refused_is_retried_even_for_side_effects() -> None:
     assert not info.value.sent
     assert info.value.acted is False
     assert info.value.attempts == RETRY.max_attempts
+    assert not ccc.reachable.is_set()  # no answer: commands wait, the health check asks
+    assert ccc.lost.is_set()
 
 
 async def test_intermittent_throttling_recovers(emulator: EmulatorServer) -> None:
