@@ -47,8 +47,8 @@ CCC_CALL_SECONDS = Histogram(
 )
 CCC_UP = Gauge(
     "ccc_bridge_ccc_up",
-    "1 while CCC answers this process, 0 since a call found it unreachable (no answer or a "
-    "5xx) and until it answers again. /readyz does not depend on it.",
+    "1 while CCC answers this process, 0 since a call got no answer (a failed connection or "
+    "a timeout; a 5xx is an answer) and until it answers again. /readyz does not depend on it.",
 )
 CONSUMER_ASSIGNED = Gauge(
     "ccc_bridge_consumer_assigned",
