@@ -22,6 +22,7 @@ from service.ccc.budget import calling_as
 from service.ccc.client import MAX_PAGE_SIZE
 from service.ccc.errors import CccError, CccRequestError
 from service.cloudevents import Emitted, Publisher, from_ms
+from service.events.checkpoints import live_key
 from service.events.core import (
     BUCKET_MS,
     OFFLINE,
@@ -500,7 +501,7 @@ class StateLogPoller:
         self._plan = plan
         self._net_at = -float("inf")
         self._saved_at = -float("inf")
-        self.key = f"{ports.instance_id}:agent-state-logs"
+        self.key = live_key(ports.instance_id, "agent-state-logs")
 
     def behind_s(self) -> float:
         return self._tracker.behind_ms(self._ports.ccc.server_time_ms()) / 1000
@@ -616,7 +617,7 @@ class CallPoller:
         self._concurrency = concurrency
         self._book: CallBook | None = None
         self._end_ms: int | None = None
-        self.key = f"{ports.instance_id}:calls"
+        self.key = live_key(ports.instance_id, "calls")
 
     def behind_s(self) -> float:
         if self._end_ms is None:
