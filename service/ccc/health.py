@@ -12,6 +12,7 @@ know) ends the process, as before: no wait mends it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import structlog
@@ -50,15 +51,8 @@ class CccHealth:
 
     async def wait_up(self, halt: asyncio.Event) -> bool:
         """Until CCC answers (True) or `halt` is set (False)."""
-        if self._ccc.reachable.is_set():
-            return True
-        up = asyncio.create_task(self._ccc.reachable.wait())
-        halted = asyncio.create_task(halt.wait())
-        try:
-            await asyncio.wait({up, halted}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            up.cancel()
-            halted.cancel()
+        if not self._ccc.reachable.is_set():
+            await _first(self._ccc.reachable, halt)
         return self._ccc.reachable.is_set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -82,14 +76,10 @@ class CccHealth:
     async def _pause(self, stop: asyncio.Event, wait_s: float) -> None:
         """`wait_s`, cut short by a stop or, while CCC answers, by a call that found it
         unreachable: commands wait from that moment, so it is asked again at once."""
-        waits = {asyncio.create_task(stop.wait())}
-        if self._ccc.reachable.is_set():
-            waits.add(asyncio.create_task(self._ccc.lost.wait()))
-        try:
-            await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
+        woken = [stop, self._ccc.lost] if self._ccc.reachable.is_set() else [stop]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await _first(*woken)
 
     async def _ask(self) -> None:
         """GetInstance; a refusal no retry mends is raised."""
@@ -101,3 +91,13 @@ class CccHealth:
         except CccError as error:
             if not error.retriable:
                 raise
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Until one of `events` is set."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
