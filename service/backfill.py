@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from typing import Self, get_args
+from typing import Self
 
 from aiokafka.errors import KafkaError
 from rich.console import Console
@@ -37,7 +37,7 @@ from service.console import (
 )
 from service.errors import ConfigError
 from service.events.backfill import Backfill, BackfillPlan
-from service.events.checkpoints import Stream, shown, unit
+from service.events.checkpoints import STREAMS, shown, unit
 from service.events.pollers import Directory, InstancePorts
 from service.events.publisher import CheckpointStore, EventPublisher
 from service.kafka.admin import ensure_topics
@@ -99,7 +99,7 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     add_stream_arguments(
         parser,
-        get_args(Stream),
+        STREAMS,
         "calls: call records and their steps; agent-state-logs: every agent's state log",
     )
     add_time_argument(

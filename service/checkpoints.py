@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, get_args
+from typing import Any
 
 from aiokafka.errors import KafkaError
 
@@ -23,7 +23,7 @@ from service.console import (
     settings_from,
     startup_failed,
 )
-from service.events.checkpoints import Stream, live_key, position, reset_value, shown
+from service.events.checkpoints import STREAMS, live_key, position, reset_value, shown
 from service.events.publisher import CheckpointStore
 from service.kafka.admin import describe_group
 from service.kafka.consumer import read_to_end
@@ -56,7 +56,7 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "while a replica polls the instance (the poller group has members, or "
         "pollers.split is none and nothing can tell) unless --force is given.",
     )
-    add_stream_arguments(reset, get_args(Stream), "the live stream whose checkpoint moves")
+    add_stream_arguments(reset, STREAMS, "the live stream whose checkpoint moves")
     add_time_argument(
         reset, "--to", "to_ms", "where it goes on from, RFC 3339 with an offset; not in the future"
     )
